@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers live in folders of one library target (Sources/Contrail/<Layer>/); C libraries come from
+// Debian through system-library targets. Few targets keep 2-core builds quick.
+let package = Package(
+    name: "Contrail",
+    products: [
+        .executable(name: "contrail", targets: ["ContrailCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "CSentencePiece", pkgConfig: "sentencepiece", providers: [.apt(["libsentencepiece-dev"])]),
+        // protoc-c output for Protos/jetstream.proto (scripts/gen-proto.sh regenerates it).
+        .target(name: "CJetStream", dependencies: ["CProtobufC"]),
+        // Small C/C++ helpers: the extern "C" face of libsentencepiece.
+        .target(name: "CShims", dependencies: ["CSentencePiece"], linkerSettings: [.linkedLibrary("stdc++")]),
+        .target(
+            name: "Contrail",
+            dependencies: ["CNGHTTP2", "COpenSSL", "CJetStream", "CShims"]
+        ),
+        .executableTarget(
+            name: "ContrailCLI",
+            dependencies: ["Contrail", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "ContrailTests", dependencies: ["Contrail"]),
+    ],
+    swiftLanguageModes: [.v6],
+    cxxLanguageStandard: .cxx17
+)

@@ -1,0 +1,11 @@
+import ArgumentParser
+import Contrail
+
+@main
+struct ContrailCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "contrail",
+        abstract: "Contrail: an LLM inference server for Llama and Gemma models.",
+        subcommands: [InspectCommand.self, TokenizeCommand.self]
+    )
+}
