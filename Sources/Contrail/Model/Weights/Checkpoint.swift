@@ -137,7 +137,9 @@ public struct Checkpoint: Sendable {
                               scales: [:], gguf: nil)
         }
         if let meta = try readJSON(dir + "/params.json") {
-            let config = try ModelConfig(meta: meta, file: dir + "/params.json", embeddingRows: all["tok_embeddings.weight"]?.rows)
+            var config = try ModelConfig(meta: meta, file: dir + "/params.json", embeddingRows: all["tok_embeddings.weight"]?.rows)
+            // params.json has no tie flag: a checkpoint without output.weight shares the embedding.
+            config.tiedEmbeddings = all["output.weight"] == nil
             var tensors: [String: Tensor] = [:], names: [String: String] = [:], scales: [String: Tensor] = [:]
             for (name, t) in all {
                 if name.hasSuffix(".weight_scaler") {

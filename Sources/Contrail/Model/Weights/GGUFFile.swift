@@ -68,7 +68,7 @@ public struct GGUFFile: Sendable {
         let kvCount = try r.read(UInt64.self, "metadata count")
         // Each entry takes at least 8 bytes, so counts beyond the file size are corruption, not big models.
         guard tensorCount <= UInt64(file.count / 8), kvCount <= UInt64(file.count / 8) else {
-            throw ModelFileError(path, "corrupt header: \(tensorCount) tensors and \(kvCount) metadata entries cannot fit in \(file.count) bytes")
+            throw ModelFileError(path, "truncated or corrupt header: \(tensorCount) tensors and \(kvCount) metadata entries cannot fit in \(file.count) bytes")
         }
 
         var keys: [String] = []
