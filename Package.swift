@@ -28,7 +28,7 @@ let package = Package(
             name: "ContrailCLI",
             dependencies: ["Contrail", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "ContrailTests", dependencies: ["Contrail"]),
+        .testTarget(name: "ContrailTests", dependencies: ["Contrail", "CJetStream"]),
     ],
     swiftLanguageModes: [.v6],
     cxxLanguageStandard: .cxx17

@@ -19,6 +19,9 @@ struct TokenizeCommand: ParsableCommand {
     @Option(name: .long, help: "Prepend BOS (true/false); default: the tokenizer's configuration.")
     var bos: Bool?
 
+    @Flag(name: .long, help: "Wrap the text as a user message in the model's chat template first.")
+    var chat = false
+
     @Flag(name: .long, help: "Print each token's piece next to its id.")
     var pieces = false
 
@@ -39,7 +42,8 @@ struct TokenizeCommand: ParsableCommand {
                 print(tok.decode(ids))
                 return
             }
-            let ids = tok.encode(input, addBOS: bos, parseSpecial: !noSpecial)
+            let text = chat ? tok.chatTemplate.render([ChatMessage(role: "user", content: input)]) : input
+            let ids = tok.encode(text, addBOS: bos, parseSpecial: !noSpecial)
             if pieces {
                 let items = ids.map { JSON.array([.number(Double($0)), .string(tok.piece($0) ?? "")]) }
                 print(JSON.array(items).serialized)

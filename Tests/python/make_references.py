@@ -189,6 +189,26 @@ def smollm2_hf_tokenizer():
     return tok
 
 
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}],
+]
+
+
+def chat_references():
+    """SmolLM2's own Jinja chat template (from its GGUF) rendered by jinja2."""
+    import jinja2
+    reader = gguf.GGUFReader(SMOL)
+    template = reader.fields["tokenizer.chat_template"].contents()
+    env = jinja2.Environment()
+    out = []
+    for conv in CONVERSATIONS:
+        text = env.from_string(template).render(messages=conv, add_generation_prompt=True)
+        out.append({"tokenizer": os.path.basename(SMOL), "messages": conv, "prompt": text})
+    return out
+
+
 def tokenizer_vectors():
     name = "tokenizer-vectors.json"
     if fresh(name):
@@ -214,7 +234,7 @@ def tokenizer_vectors():
             cases.append({"tokenizer": fixture, "text": text, "ids": ids,
                           "decoded": tok.decode(ids, skip_special_tokens=False)})
     with open(os.path.join(OUT, name), "w", encoding="utf-8") as fh:
-        json.dump(cases, fh, ensure_ascii=False, indent=0)
+        json.dump({"cases": cases, "chat": chat_references()}, fh, ensure_ascii=False, indent=0)
     mark(name)
     print(f"references: {name} ({len(cases)} cases)", file=sys.stderr)
 

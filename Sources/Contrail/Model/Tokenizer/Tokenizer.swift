@@ -28,13 +28,14 @@ public final class Tokenizer: Sendable {
     /// SentencePiece with a dummy prefix: decoding drops the space it added in front of the first word.
     let stripsLeadingSpace: Bool
     public let family: ChatFamily
+    public let chatTemplate: ChatTemplate
     /// Ids that end generation: EOS and the family's end-of-turn tokens.
     public let stopIds: Set<Int32>
     /// Where the tokenizer came from, for messages.
     public let source: String
 
     init(vocabulary: Vocabulary, model: any TokenizerModel, specialTokens: [(String, Int32)], bosId: Int32?, eosId: Int32?,
-         addsBOS: Bool, stripsLeadingSpace: Bool, source: String) {
+         addsBOS: Bool, stripsLeadingSpace: Bool, source: String, jinjaTemplate: String? = nil) {
         self.vocabulary = vocabulary
         self.model = model
         self.specials = SpecialTokenMatcher(specialTokens)
@@ -59,6 +60,7 @@ public final class Tokenizer: Sendable {
             family = .llama2
         }
         stopIds = stops
+        chatTemplate = ChatTemplate(family: family, jinja: jinjaTemplate)
     }
 
     public var vocabSize: Int { vocabulary.count }
@@ -97,10 +99,8 @@ public final class Tokenizer: Sendable {
     /// The raw vocabulary piece of `id` (`▁Paris`, `<0x0A>`, `Ġthe`), or nil outside the vocabulary.
     public func piece(_ id: Int32) -> String? { vocabulary.contains(id) ? vocabulary.pieces[Int(id)] : nil }
 
-    public func isSpecial(_ id: Int32) -> Bool {
-        let k = vocabulary.kind(id)
-        return k == .control || k == .unknown && !vocabulary.contains(id)
-    }
+    /// Control tokens (BOS, EOS, `<|im_end|>`…), which `decode(skipSpecial:)` drops.
+    public func isSpecial(_ id: Int32) -> Bool { vocabulary.kind(id) == .control }
 }
 
 /// Feeds ids one at a time and returns text pieces that are always valid UTF-8: bytes of an incomplete

@@ -40,7 +40,8 @@ extension Tokenizer {
         try self.init(sentencePiece: proto, model: model, source: source, addsBOS: true)
     }
 
-    convenience init(sentencePiece proto: SentencePieceProto, model: SentencePieceModel, source: String, addsBOS: Bool) throws {
+    convenience init(sentencePiece proto: SentencePieceProto, model: SentencePieceModel, source: String, addsBOS: Bool,
+                     jinjaTemplate: String? = nil) throws {
         guard model.vocabSize == proto.pieces.count else {
             throw ModelFileError(source, "SentencePiece vocabulary size \(model.vocabSize) differs from the model's \(proto.pieces.count) pieces")
         }
@@ -53,7 +54,8 @@ extension Tokenizer {
         }
         let bos = model.bosId, eos = model.eosId
         self.init(vocabulary: vocab, model: model, specialTokens: specials, bosId: bos >= 0 ? bos : nil,
-                  eosId: eos >= 0 ? eos : nil, addsBOS: addsBOS, stripsLeadingSpace: proto.addDummyPrefix, source: source)
+                  eosId: eos >= 0 ? eos : nil, addsBOS: addsBOS, stripsLeadingSpace: proto.addDummyPrefix, source: source,
+                  jinjaTemplate: jinjaTemplate)
     }
 
     // MARK: GGUF
@@ -104,7 +106,8 @@ extension Tokenizer {
                                               padPiece: pad == bos || pad == eos || pad == unk ? nil : name(pad))
             let model = try SentencePieceModel(serialized: serialized, source: path)
             try self.init(sentencePiece: proto, model: model, source: path,
-                          addsBOS: gguf["tokenizer.ggml.add_bos_token"]?.bool ?? true)
+                          addsBOS: gguf["tokenizer.ggml.add_bos_token"]?.bool ?? true,
+                          jinjaTemplate: gguf["tokenizer.chat_template"]?.string)
         case "gpt2":
             let pre = gguf["tokenizer.ggml.pre"]?.string ?? "default"
             let preTokenizer: PreTokenizer
@@ -118,7 +121,8 @@ extension Tokenizer {
             try self.init(byteLevelTokens: tokens, kinds: types, merges: merges, preTokenizer: preTokenizer,
                           wholePieceFirst: preTokenizer == .llama3, bosId: bos, eosId: eos,
                           unknownId: try tokenId("tokenizer.ggml.unknown_token_id"),
-                          addsBOS: gguf["tokenizer.ggml.add_bos_token"]?.bool ?? (preTokenizer == .llama3), source: path)
+                          addsBOS: gguf["tokenizer.ggml.add_bos_token"]?.bool ?? (preTokenizer == .llama3), source: path,
+                          jinjaTemplate: gguf["tokenizer.chat_template"]?.string)
         default:
             throw ModelFileError(path, "unsupported tokenizer model \(kind) (supported: llama, gpt2)")
         }
@@ -128,7 +132,8 @@ extension Tokenizer {
 
     /// Byte-level BPE from tokens spelled in GPT-2's byte alphabet (tokenizer.json, GGUF) and "a b" merges.
     convenience init(byteLevelTokens tokens: [String], kinds: [TokenKind], merges: [String], preTokenizer: PreTokenizer,
-                     wholePieceFirst: Bool, bosId: Int32?, eosId: Int32?, unknownId: Int32?, addsBOS: Bool, source: String) throws {
+                     wholePieceFirst: Bool, bosId: Int32?, eosId: Int32?, unknownId: Int32?, addsBOS: Bool, source: String,
+                     jinjaTemplate: String? = nil) throws {
         var idsByString: [String: Int32] = [:]
         idsByString.reserveCapacity(tokens.count)
         for (i, t) in tokens.enumerated() where idsByString[t] == nil { idsByString[t] = Int32(i) }
@@ -161,7 +166,7 @@ extension Tokenizer {
         let vocab = Vocabulary(pieces: tokens, kinds: kinds, decoded: { tokenBytes[$0] })
         let specials = (0..<tokens.count).filter { kinds[$0] == .control || kinds[$0] == .userDefined }.map { (tokens[$0], Int32($0)) }
         self.init(vocabulary: vocab, model: model, specialTokens: specials, bosId: bosId, eosId: eosId, addsBOS: addsBOS,
-                  stripsLeadingSpace: false, source: source)
+                  stripsLeadingSpace: false, source: source, jinjaTemplate: jinjaTemplate)
     }
 
     /// A Hugging Face tokenizer.json with a byte-level BPE model (Llama 3, SmolLM2, GPT-2 family).
