@@ -18,8 +18,8 @@ let package = Package(
         .systemLibrary(name: "CSentencePiece", pkgConfig: "sentencepiece", providers: [.apt(["libsentencepiece-dev"])]),
         // protoc-c output for Protos/jetstream.proto (scripts/gen-proto.sh regenerates it).
         .target(name: "CJetStream", dependencies: ["CProtobufC"]),
-        // Small C/C++ helpers: the extern "C" face of libsentencepiece.
-        .target(name: "CShims", dependencies: ["CSentencePiece"], linkerSettings: [.linkedLibrary("stdc++")]),
+        // Small C/C++ helpers: the extern "C" face of libsentencepiece, epoll/socket plumbing, OpenSSL glue.
+        .target(name: "CShims", dependencies: ["CSentencePiece", "COpenSSL"], linkerSettings: [.linkedLibrary("stdc++")]),
         .target(
             name: "Contrail",
             dependencies: ["CNGHTTP2", "COpenSSL", "CJetStream", "CShims"]

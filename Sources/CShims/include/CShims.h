@@ -4,6 +4,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "CNet.h"
+#include "CTLS.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
