@@ -8,11 +8,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEFAULT_MODEL := $(CONTRAIL_HOME)/fixtures/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: deps venv fixtures references build release check-proto proto test serve clean
+.PHONY: deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
 
 ## Debian packages: libnghttp2, OpenSSL, protobuf-c (+ protoc-c), sentencepiece.
 deps:
 	@scripts/install-deps.sh
+
+## The real clients the tests drive: curl, nghttp/h2load, wrk, openssl.
+test-deps:
+	@scripts/install-deps.sh --test
 
 ## Python venv with the independent references (gguf, sentencepiece, tokenizers, …).
 venv: $(VENV)/.stamp
@@ -42,8 +46,14 @@ check-proto: deps
 proto: deps
 	scripts/gen-proto.sh
 
-test: deps venv fixtures references check-proto
+test: test-swift test-python
+
+test-swift: deps venv fixtures references check-proto
 	swift test --disable-xctest 2>&1 | tee .build/test.log
+
+## Real server process, real clients (curl, nghttp, h2load, wrk, h2, grpcio) on loopback.
+test-python: test-deps venv build
+	cd Tests/python && ../../$(PY) -m pytest -q -p no:cacheprovider 2>&1 | tee ../../.build/pytest.log
 
 ## Serving lands with the serving issue; until then this builds the release binary and shows the
 ## default model, its tokenizer and chat template working end to end.

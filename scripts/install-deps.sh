@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Contrail builds against, if any is missing. Idempotent.
+# Installs the Debian packages Contrail builds against (and, with --test, the real clients the tests
+# drive), if any is missing. Idempotent.
 set -euo pipefail
 packages=(libnghttp2-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler libsentencepiece-dev pkg-config)
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(curl nghttp2-client wrk openssl)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -281,6 +281,9 @@ final class Connection: EventHandler, TickHandler {
         handler?.connectionClosed()
         out = []
         server.connectionClosed(self)
+        // Callers up the stack (a handler, a stream) reference us unowned: stay alive until the loop
+        // finishes this round.
+        loop.execute { [self] in _ = self }
     }
 
     // MARK: timeouts and shutdown

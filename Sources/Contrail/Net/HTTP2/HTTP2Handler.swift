@@ -11,6 +11,9 @@ final class HTTP2Handler: ProtocolHandler {
     private var streams: [Int32: HTTP2Stream] = [:]
     private var draining = false
     private var sending = false
+    /// Set once the connection is gone: nghttp2_session_del still calls back (stream closes) and those
+    /// calls must not reach the connection.
+    private var gone = false
     /// Stop serializing frames while this much output waits for the socket (client not reading).
     static let outputHighWater = 1 << 20
 
@@ -57,7 +60,10 @@ final class HTTP2Handler: ProtocolHandler {
         nghttp2_submit_settings(session, 0, &settings, settings.count)
     }
 
-    deinit { nghttp2_session_del(session) }
+    deinit {
+        gone = true
+        if let session { nghttp2_session_del(session) }
+    }
 
     static func from(_ user: UnsafeMutableRawPointer?) -> HTTP2Handler {
         Unmanaged<HTTP2Handler>.fromOpaque(user!).takeUnretainedValue()
@@ -141,6 +147,7 @@ final class HTTP2Handler: ProtocolHandler {
     }
 
     private func streamClosed(_ id: Int32, error: UInt32) -> Int32 {
+        if gone { return 0 }
         if let s = streams.removeValue(forKey: id) {
             // Closed before the response finished: the client reset it or went away.
             if !s.responseDone { s.writer?.cancel() }
@@ -237,9 +244,13 @@ final class HTTP2Handler: ProtocolHandler {
     // MARK: lifecycle
 
     func connectionClosed() {
+        guard !gone else { return }
+        gone = true
         for s in streams.values where !s.responseDone { s.writer?.cancel() }
         for s in streams.values { s.closed = true }
         streams.removeAll()
+        if let session { nghttp2_session_del(session) }
+        session = nil
     }
 
     func beginGracefulShutdown() {
