@@ -8,7 +8,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEFAULT_MODEL := $(CONTRAIL_HOME)/fixtures/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
+FUZZ_SECONDS ?= 30
+
+.PHONY: bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
 
 ## Debian packages: libnghttp2, OpenSSL, protobuf-c (+ protoc-c), sentencepiece.
 deps:
@@ -46,7 +48,30 @@ check-proto: deps
 proto: deps
 	scripts/gen-proto.sh
 
-test: test-swift test-python
+test: test-swift test-python fuzz test-tsan
+
+## Contrail vs nginx (wrk, HTTP/1.1) and h2o (h2load, h2c) on GET /healthcheck; prints ratios.
+bench-http: test-deps release
+	@scripts/install-deps.sh --bench
+	python3 scripts/bench_http.py
+
+## libFuzzer on the HTTP/1.1 parser for FUZZ_SECONDS (differential: split input parses like whole input).
+fuzz: deps
+	@mkdir -p .build/fuzz-corpus
+	@cp -n Fuzz/corpus/* .build/fuzz-corpus/ 2>/dev/null || true
+	swiftc -O -sanitize=fuzzer,address -parse-as-library Sources/Contrail/Net/HTTP1/HTTP1Parser.swift \
+	  Sources/Contrail/Net/HTTPTypes.swift Fuzz/HTTP1ParserFuzz.swift -o .build/fuzz-http1 2>&1 | grep -v "Cannot export local symbol" || true
+	.build/fuzz-http1 -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 .build/fuzz-corpus 2>&1 | tail -4
+
+## The network tests against a ThreadSanitizer (or AddressSanitizer) build of the server.
+test-tsan: test-deps venv
+	swift build --sanitize=thread --scratch-path .build-tsan
+	cd Tests/python && CONTRAIL_BIN=$(CURDIR)/.build-tsan/debug/contrail TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+	  ../../$(PY) -m pytest -q -p no:cacheprovider -k "not h2load and not wrk"
+
+test-asan: test-deps venv
+	swift build --sanitize=address --scratch-path .build-asan
+	cd Tests/python && CONTRAIL_BIN=$(CURDIR)/.build-asan/debug/contrail ../../$(PY) -m pytest -q -p no:cacheprovider
 
 test-swift: deps venv fixtures references check-proto
 	swift test --disable-xctest 2>&1 | tee .build/test.log

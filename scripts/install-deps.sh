@@ -3,9 +3,10 @@
 # drive), if any is missing. Idempotent.
 set -euo pipefail
 packages=(libnghttp2-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler libsentencepiece-dev pkg-config)
-if [[ "${1:-}" == "--test" ]]; then
-  packages+=(curl nghttp2-client wrk openssl)
-fi
+case "${1:-}" in
+  --test) packages+=(curl nghttp2-client wrk openssl) ;;
+  --bench) packages+=(nginx-light h2o) ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
