@@ -2,10 +2,13 @@ import CJetStream
 
 /// JetStream's health surfaces: `GET /healthcheck` (jetstream-http) and gRPC `Orchestrator/HealthCheck`.
 public enum HealthAPI {
+    /// Probes arrive every few seconds from every kubelet and load balancer: the ready answer is prebuilt.
+    static let readyBody = Array(JSON.object([("response", .object([("is_live", .bool(true))]))]).serialized.utf8)
+
     public static func install(on router: Router, grpc: GRPCServer, state: ServerState) {
         router.add("GET", "/healthcheck") { _, writer in
             if state.isReady {
-                writer.respond(status: 200, json: .object([("response", .object([("is_live", .bool(true))]))]))
+                writer.respond(status: 200, headers: ["content-type": "application/json"], body: readyBody)
             } else {
                 writer.respond(status: 503, headers: ["retry-after": "1"],
                                json: .object([("response", .object([("is_live", .bool(false))])),

@@ -19,10 +19,13 @@ protocol ProtocolHandler: AnyObject {
     func tick(now: UInt64)
     /// The socket took queued output: a protocol holding back frames may produce more.
     func outputDrained()
+    /// Just before the connection writes: a protocol may serialize what it has buffered (HTTP/2 frames).
+    func prepareOutput()
 }
 
 extension ProtocolHandler {
     func outputDrained() {}
+    func prepareOutput() {}
 }
 
 /// One accepted TCP connection, owned by one event loop: socket I/O, optional TLS, protocol sniffing,
@@ -69,7 +72,10 @@ final class Connection: EventHandler, TickHandler {
     // MARK: events
 
     func handleEvents(_ events: UInt32) {
-        if events & EventLoop.writable != 0 { flush() }
+        if events & EventLoop.writable != 0 {
+            handler?.prepareOutput()
+            flush()
+        }
         if events & (EventLoop.readable | EventLoop.hangup | EventLoop.error) != 0 && !closed { readAvailable() }
         if events & EventLoop.error != 0 && !closed { close() }
     }
@@ -128,15 +134,15 @@ final class Connection: EventHandler, TickHandler {
                 if handler == nil && contrail_tls_established(ssl) == 1 { chooseTLSProtocol() }
                 break
             } else {
-                // Handshake failures (e.g. a plaintext client on a TLS-only path) end the connection.
+                // Handshake failures end the connection (after any alert OpenSSL queued).
                 drainTLS()
-                flush()
-                close()
+                closeAfterFlush()
                 return
             }
         }
+        // Handshake messages OpenSSL produced.
         drainTLS()
-        flush()
+        if outStart < out.count { scheduleFlush() }
     }
 
     private func chooseTLSProtocol() {
@@ -173,41 +179,59 @@ final class Connection: EventHandler, TickHandler {
 
     // MARK: output
 
-    /// Queues plaintext for the client (encrypting under TLS) and tries to send it.
+    /// Queues plaintext for the client. Nothing is written yet: the loop flushes every connection with
+    /// queued output once per iteration, so the responses (and HTTP/2 frames) produced in one round
+    /// leave in one write.
     func send(_ bytes: UnsafeRawBufferPointer) {
         guard !closed, bytes.count > 0 else { return }
-        if let tls {
-            var off = 0
-            while off < bytes.count {
-                let n = contrail_tls_write(UnsafeMutableRawPointer(tls), bytes.baseAddress! + off, Int32(min(bytes.count - off, 1 << 20)))
-                if n <= 0 { close(); return }
-                off += Int(n)
-            }
-            drainTLS()
-        } else {
-            if out.count - outStart == 0 {
-                // Fast path: nothing queued, write straight from the caller's buffer.
-                let n = write(fd, bytes.baseAddress, bytes.count)
-                if n == bytes.count {
-                    lastWriteProgressAt = contrail_now_ns()
-                    onDrained?(n)
-                    return
-                }
-                if n < 0 && errno != EAGAIN && errno != EINTR { close(); return }
-                let sent = max(0, n)
-                if sent > 0 { onDrained?(sent) }
-                out.removeAll(keepingCapacity: true)
-                outStart = 0
-                out.append(contentsOf: bytes[sent...])
-                updateInterest()
-                return
-            }
-            out.append(contentsOf: bytes)
-        }
-        flush()
+        appendOutput(bytes)
+        scheduleFlush()
     }
 
     func send(_ bytes: [UInt8]) { bytes.withUnsafeBytes { send($0) } }
+
+    /// Adds bytes during `prepareOutput` (the flush that follows writes them).
+    func appendOutput(_ bytes: UnsafeRawBufferPointer) {
+        guard !closed else { return }
+        if tls != nil { plain.append(contentsOf: bytes) } else { out.append(contentsOf: bytes) }
+    }
+
+    func flushIfPending() { if pendingOutput > 0 { flush() } }
+
+    private var flushScheduled = false
+
+    func scheduleFlush() {
+        guard !flushScheduled, !closed else { return }
+        flushScheduled = true
+        loop.scheduleFlush(self)
+    }
+
+    /// Called by the loop at the end of an iteration.
+    func flushScheduledOutput() {
+        flushScheduled = false
+        guard !closed else { return }
+        handler?.prepareOutput()
+        flush()
+    }
+
+    /// Bytes not yet on the socket. `out` is what goes on the wire; under TLS, plaintext waits in `plain`
+    /// and is encrypted into `out` when flushing (one TLS record per batch, not per response).
+    var pendingOutput: Int { out.count - outStart + plain.count }
+    private var plain: [UInt8] = []
+
+    private func encryptPending() {
+        guard let tls, !plain.isEmpty else { return }
+        var off = 0
+        while off < plain.count {
+            let n = plain.withUnsafeBytes {
+                contrail_tls_write(UnsafeMutableRawPointer(tls), $0.baseAddress! + off, Int32(min(plain.count - off, 1 << 20)))
+            }
+            if n <= 0 { close(); return }
+            off += Int(n)
+        }
+        plain.removeAll(keepingCapacity: true)
+        drainTLS()
+    }
 
     private func drainTLS() {
         guard let tls else { return }
@@ -219,15 +243,15 @@ final class Connection: EventHandler, TickHandler {
         }
     }
 
-    var pendingOutput: Int { out.count - outStart }
-
     func flush() {
+        encryptPending()
+        var wrote = 0
         while !closed && outStart < out.count {
             let n = out.withUnsafeBytes { write(fd, $0.baseAddress! + outStart, out.count - outStart) }
             if n > 0 {
                 outStart += n
+                wrote += n
                 lastWriteProgressAt = contrail_now_ns()
-                onDrained?(n)
             } else if n < 0 && (errno == EAGAIN || errno == EINTR) {
                 break
             } else {
@@ -236,11 +260,13 @@ final class Connection: EventHandler, TickHandler {
                 return
             }
         }
+        if closed { return }
+        if wrote > 0 { onDrained?(wrote) }
         if outStart == out.count {
             out.removeAll(keepingCapacity: out.capacity <= 1 << 20)
             outStart = 0
             if closeWhenFlushed { close(); return }
-            if handler != nil && !inDrainCallback {
+            if wrote > 0 && handler != nil && !inDrainCallback {
                 inDrainCallback = true
                 handler?.outputDrained()
                 inDrainCallback = false
@@ -254,16 +280,21 @@ final class Connection: EventHandler, TickHandler {
 
     /// Closes once everything queued has been sent.
     func closeAfterFlush() {
+        guard !closed else { return }
         closeWhenFlushed = true
-        if let tls { contrail_tls_shutdown(UnsafeMutableRawPointer(tls)); drainTLS() }
-        flush()
+        if let tls {
+            encryptPending()
+            contrail_tls_shutdown(UnsafeMutableRawPointer(tls))
+            drainTLS()
+        }
+        scheduleFlush()
     }
 
     func updateInterest() {
         guard !closed else { return }
         var events: UInt32 = 0
         if wantsInput && !closeWhenFlushed { events |= EventLoop.readable }
-        if outStart < out.count { events |= EventLoop.writable }
+        if pendingOutput > 0 { events |= EventLoop.writable }
         if events != registeredEvents {
             registeredEvents = events
             loop.modify(fd, events: events)
@@ -280,6 +311,7 @@ final class Connection: EventHandler, TickHandler {
         tls = nil
         handler?.connectionClosed()
         out = []
+        plain = []
         server.connectionClosed(self)
         // Callers up the stack (a handler, a stream) reference us unowned: stay alive until the loop
         // finishes this round.

@@ -24,6 +24,7 @@ final class EventLoop: @unchecked Sendable {
     private let wakeFd: Int32
     private var handlers: [Int32: EventHandler] = [:]
     private var tickers: [ObjectIdentifier: TickHandler] = [:]
+    private var flushQueue: [Connection] = []
     private let pending = Locked<[() -> Void]>([])
     private let stopping = Atomic<Bool>(false)
     private var thread = pthread_t()
@@ -76,18 +77,22 @@ final class EventLoop: @unchecked Sendable {
         handlers[fd] = nil
     }
 
+    /// Connections with output to write at the end of this iteration (loop thread only).
+    func scheduleFlush(_ c: Connection) { flushQueue.append(c) }
+
     func addTicker(_ t: TickHandler) { tickers[ObjectIdentifier(t)] = t }
     func removeTicker(_ t: TickHandler) { tickers[ObjectIdentifier(t)] = nil }
 
     // MARK: cross-thread
 
-    /// Runs `task` on the loop thread (soon; in submission order).
+    /// Runs `task` on the loop thread (soon; in submission order). From the loop thread itself it runs
+    /// at the end of the current iteration, without a wake-up.
     func execute(_ task: @escaping () -> Void) {
         let wasEmpty = pending.withLock { q in
             q.append(task)
             return q.count == 1
         }
-        if wasEmpty { wake() }
+        if wasEmpty && !inLoop { wake() }
     }
 
     private func wake() {
@@ -136,7 +141,7 @@ final class EventLoop: @unchecked Sendable {
                 }
                 handlers[fd]?.handleEvents(events[i])
             }
-            runPending()
+            runPendingAndFlush()
             let after = contrail_now_ns()
             if after >= nextTick {
                 for t in Array(tickers.values) { t.tick(now: after) }
@@ -144,6 +149,17 @@ final class EventLoop: @unchecked Sendable {
             }
         }
         runPending()
+    }
+
+    private func runPendingAndFlush() {
+        repeat {
+            runPending()
+            while !flushQueue.isEmpty {
+                let batch = flushQueue
+                flushQueue.removeAll(keepingCapacity: true)
+                for c in batch { c.flushScheduledOutput() }
+            }
+        } while pending.withLock({ !$0.isEmpty })
     }
 
     private func runPending() {

@@ -57,8 +57,8 @@ public struct HTTPRequest: Sendable {
 
     /// Splits a request target into path and query.
     static func splitTarget(_ target: String) -> (String, String?) {
-        guard let q = target.firstIndex(of: "?") else { return (target, nil) }
-        return (String(target[..<q]), String(target[target.index(after: q)...]))
+        guard let q = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return (target, nil) }
+        return (String(target[..<q]), String(target[target.utf8.index(after: q)...]))
     }
 }
 

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// What a protocol stream does with a handler's response; implemented per protocol (an HTTP/1.1 exchange,
 /// an HTTP/2 stream) and called only on the connection's loop thread.
 protocol ResponseSink: AnyObject {
@@ -14,11 +16,11 @@ protocol ResponseSink: AnyObject {
 public final class ResponseWriter: @unchecked Sendable {
     private let loop: EventLoop
     private weak var sink: (any ResponseSink)?
-    private let state = Locked(State())
+    private let state = Mutex(State())
     /// Bytes written but not yet handed to the socket beyond which `write` reports back-pressure.
     public let highWaterMark: Int
 
-    private struct State {
+    private struct State: Sendable {
         var started = false
         var finished = false
         var cancelled = false

@@ -163,31 +163,50 @@ final class HTTP1Exchange: ResponseSink {
     }
 
     private func headBytes(status: Int, headers: HTTPHeaders, contentLength: Int?) -> [UInt8] {
-        var h = "HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n"
+        var h: [UInt8] = []
+        h.reserveCapacity(160)
+        h += HTTP1Exchange.statusLine(status)
         var hasLength = false
         for (name, value) in headers {
             if name == "connection" || name == "transfer-encoding" || name == "keep-alive" { continue }
             if name == "content-length" { hasLength = true }
-            h += "\(name): \(value)\r\n"
+            h += name.utf8
+            h += HTTP1Exchange.colonSpace
+            h += value.utf8
+            h += HTTP1Exchange.crlf
         }
         if !hasLength {
             if let n = contentLength {
-                h += "content-length: \(n)\r\n"
+                h += HTTP1Exchange.contentLengthPrefix
+                h += String(n).utf8
+                h += HTTP1Exchange.crlf
             } else if version == .http1_1 {
                 chunked = true
-                h += "transfer-encoding: chunked\r\n"
+                h += Array("transfer-encoding: chunked\r\n".utf8)
             } else {
                 closeDelimited = true
                 keepAlive = false
             }
         }
         if !keepAlive {
-            h += "connection: close\r\n"
+            h += Array("connection: close\r\n".utf8)
         } else if version == .http1_0 {
-            h += "connection: keep-alive\r\n"
+            h += Array("connection: keep-alive\r\n".utf8)
         }
-        h += "\r\n"
-        return Array(h.utf8)
+        h += HTTP1Exchange.crlf
+        return h
+    }
+
+    static let crlf: [UInt8] = [0x0D, 0x0A]
+    static let colonSpace: [UInt8] = [0x3A, 0x20]
+    static let contentLengthPrefix = Array("content-length: ".utf8)
+    /// "HTTP/1.1 200 OK\r\n" for the common statuses, built once.
+    static let statusLines: [Int: [UInt8]] = Dictionary(uniqueKeysWithValues: [100, 101, 200, 201, 204, 400, 401, 403, 404, 405, 408, 411, 413, 414, 415, 422, 429, 431, 500, 501, 503, 504, 505].map {
+        ($0, Array("HTTP/1.1 \($0) \(HTTPStatus.reason($0))\r\n".utf8))
+    })
+
+    static func statusLine(_ status: Int) -> [UInt8] {
+        statusLines[status] ?? Array("HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n".utf8)
     }
 
     func sendData(_ bytes: [UInt8], endStream: Bool) {

@@ -232,111 +232,147 @@ struct HTTP1Parser {
         return nil
     }
 
+    /// Header fields that decide framing and connection handling, collected while parsing the head.
+    private struct Special {
+        var hosts = 0
+        var contentLength: [Range<Int>] = []
+        var transferEncoding: [Range<Int>] = []
+        var connection: [Range<Int>] = []
+        var expect: Range<Int>?
+        var upgrade: [Range<Int>] = []
+        var http2Settings = 0
+    }
+
     private func parseHead(_ range: Range<Int>) -> Result<(HTTP1RequestHead, Framing), HTTP1ParseError> {
         // Line structure: CRLF only.
-        for i in range {
-            let c = buffer[i]
-            if c == 0x0A && (i == range.lowerBound || buffer[i - 1] != 0x0D) { return .failure(HTTP1ParseError(status: 400, message: "bare LF in request head")) }
-            if c == 0x0D && (i + 1 >= range.upperBound || buffer[i + 1] != 0x0A) { return .failure(HTTP1ParseError(status: 400, message: "bare CR in request head")) }
-        }
-        var lines: [Range<Int>] = []
-        var lineStart = range.lowerBound
+        var lineEnds: [Int] = []
+        lineEnds.reserveCapacity(16)
         var i = range.lowerBound
         while i < range.upperBound {
-            if buffer[i] == 0x0D {
-                lines.append(lineStart..<i)
+            let c = buffer[i]
+            if c == 0x0D {
+                guard i + 1 < range.upperBound, buffer[i + 1] == 0x0A else { return .failure(HTTP1ParseError(status: 400, message: "bare CR in request head")) }
+                lineEnds.append(i)
                 i += 2
-                lineStart = i
-            } else {
-                i += 1
+                continue
             }
+            if c == 0x0A { return .failure(HTTP1ParseError(status: 400, message: "bare LF in request head")) }
+            i += 1
         }
-        lines.append(lineStart..<range.upperBound)
+        lineEnds.append(range.upperBound)
 
         // Request line: method SP request-target SP HTTP-version.
-        let line = lines[0]
-        var parts: [Range<Int>] = []
-        var partStart = line.lowerBound
-        for k in line where buffer[k] == 0x20 {
-            parts.append(partStart..<k)
-            partStart = k + 1
-        }
-        parts.append(partStart..<line.upperBound)
-        guard parts.count == 3, !parts.contains(where: \.isEmpty) else {
+        let line = range.lowerBound..<lineEnds[0]
+        guard let sp1 = buffer[line].firstIndex(of: 0x20),
+              let sp2 = buffer[(sp1 + 1)..<line.upperBound].firstIndex(of: 0x20),
+              sp1 > line.lowerBound, sp2 > sp1 + 1, sp2 + 1 < line.upperBound,
+              buffer[(sp2 + 1)..<line.upperBound].firstIndex(of: 0x20) == nil else {
             return .failure(HTTP1ParseError(status: 400, message: "malformed request line"))
         }
-        guard parts[0].allSatisfy({ Self.isTokenChar(buffer[$0]) }) else { return .failure(HTTP1ParseError(status: 400, message: "invalid method")) }
-        if parts[1].count > limits.maxTargetBytes { return .failure(HTTP1ParseError(status: 414, message: "request target too long")) }
-        guard parts[1].allSatisfy({ Self.isVisible(buffer[$0]) }) else { return .failure(HTTP1ParseError(status: 400, message: "invalid request target")) }
-        let method = String(decoding: buffer[parts[0]], as: UTF8.self)
-        var target = String(decoding: buffer[parts[1]], as: UTF8.self)
-        let versionBytes = Array(buffer[parts[2]])
+        let methodRange = line.lowerBound..<sp1, targetRange = (sp1 + 1)..<sp2, versionRange = (sp2 + 1)..<line.upperBound
+        for k in methodRange where !Self.isTokenChar(buffer[k]) { return .failure(HTTP1ParseError(status: 400, message: "invalid method")) }
+        if targetRange.count > limits.maxTargetBytes { return .failure(HTTP1ParseError(status: 414, message: "request target too long")) }
+        for k in targetRange where !Self.isVisible(buffer[k]) { return .failure(HTTP1ParseError(status: 400, message: "invalid request target")) }
         let version: HTTPVersion
-        switch versionBytes {
-        case Array("HTTP/1.1".utf8): version = .http1_1
-        case Array("HTTP/1.0".utf8): version = .http1_0
-        default:
-            if versionBytes.count == 8, versionBytes.starts(with: Array("HTTP/".utf8)), Self.isDigit(versionBytes[5]),
-               versionBytes[6] == 0x2E, Self.isDigit(versionBytes[7]) {
+        if versionRange.count == 8 && buffer[versionRange.lowerBound..<versionRange.lowerBound + 5].elementsEqual("HTTP/".utf8)
+            && Self.isDigit(buffer[versionRange.lowerBound + 5]) && buffer[versionRange.lowerBound + 6] == 0x2E
+            && Self.isDigit(buffer[versionRange.lowerBound + 7]) {
+            let major = buffer[versionRange.lowerBound + 5], minor = buffer[versionRange.lowerBound + 7]
+            if major == 0x31 && minor == 0x31 {
+                version = .http1_1
+            } else if major == 0x31 && minor == 0x30 {
+                version = .http1_0
+            } else {
                 return .failure(HTTP1ParseError(status: 505, message: "HTTP version not supported"))
             }
+        } else {
             return .failure(HTTP1ParseError(status: 400, message: "malformed HTTP version"))
         }
+        let method = String(decoding: buffer[methodRange], as: UTF8.self)
+        var target = String(decoding: buffer[targetRange], as: UTF8.self)
         // origin-form, asterisk-form, or absolute-form (reduced to its path).
-        if target.hasPrefix("http://") || target.hasPrefix("https://") {
-            let afterScheme = target.drop { $0 != "/" }.dropFirst(2)
-            target = afterScheme.firstIndex(of: "/").map { String(afterScheme[$0...]) } ?? "/"
-        } else if !(target.hasPrefix("/") || (target == "*" && method == "OPTIONS")) {
-            return .failure(HTTP1ParseError(status: 400, message: "invalid request target"))
+        if buffer[targetRange.lowerBound] != 0x2F {
+            if target.hasPrefix("http://") || target.hasPrefix("https://") {
+                let afterScheme = target.drop { $0 != "/" }.dropFirst(2)
+                target = afterScheme.firstIndex(of: "/").map { String(afterScheme[$0...]) } ?? "/"
+            } else if !(target == "*" && method == "OPTIONS") {
+                return .failure(HTTP1ParseError(status: 400, message: "invalid request target"))
+            }
         }
 
         var headers = HTTPHeaders()
-        if lines.count - 1 > limits.maxHeaderCount { return .failure(HTTP1ParseError(status: 431, message: "too many header fields")) }
-        for l in lines.dropFirst() {
-            switch parseField(l) {
+        if lineEnds.count - 1 > limits.maxHeaderCount { return .failure(HTTP1ParseError(status: 431, message: "too many header fields")) }
+        headers.fields.reserveCapacity(lineEnds.count - 1)
+        var special = Special()
+        var lineStart = lineEnds[0] + 2
+        for end in lineEnds.dropFirst() {
+            switch parseField(lineStart..<end) {
             case .failure(let e): return .failure(e)
-            case .success(let (name, value)): headers.fields.append((name: name, value: value))
+            case .success(let (name, value, valueRange)):
+                headers.fields.append((name: name, value: value))
+                switch name {
+                case "host": special.hosts += 1
+                case "content-length": special.contentLength.append(valueRange)
+                case "transfer-encoding": special.transferEncoding.append(valueRange)
+                case "connection": special.connection.append(valueRange)
+                case "expect": special.expect = valueRange
+                case "upgrade": special.upgrade.append(valueRange)
+                case "http2-settings": special.http2Settings += 1
+                default: break
+                }
             }
+            lineStart = end + 2
         }
 
         // Framing (RFC 9112 §6).
-        let hosts = headers.values("host")
-        if version == .http1_1 && hosts.count != 1 { return .failure(HTTP1ParseError(status: 400, message: hosts.isEmpty ? "missing Host header" : "multiple Host headers")) }
-        let te = headers.values("transfer-encoding")
-        let cl = headers.values("content-length")
+        if version == .http1_1 && special.hosts != 1 {
+            return .failure(HTTP1ParseError(status: 400, message: special.hosts == 0 ? "missing Host header" : "multiple Host headers"))
+        }
         var framing = Framing.none
-        if !te.isEmpty {
+        if !special.transferEncoding.isEmpty {
             if version == .http1_0 { return .failure(HTTP1ParseError(status: 400, message: "Transfer-Encoding in an HTTP/1.0 request")) }
-            if !cl.isEmpty { return .failure(HTTP1ParseError(status: 400, message: "both Content-Length and Transfer-Encoding")) }
-            let codings = te.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(" \t").lowercased() }
+            if !special.contentLength.isEmpty { return .failure(HTTP1ParseError(status: 400, message: "both Content-Length and Transfer-Encoding")) }
+            let codings = tokens(special.transferEncoding)
             if codings.last != "chunked" || codings.filter({ $0 == "chunked" }).count != 1 {
                 return .failure(HTTP1ParseError(status: 400, message: "Transfer-Encoding must end in a single chunked"))
             }
             if codings.count > 1 { return .failure(HTTP1ParseError(status: 501, message: "transfer coding \(codings[0]) not implemented")) }
             framing = .chunked
-        } else if !cl.isEmpty {
+        } else if !special.contentLength.isEmpty {
             var length: Int? = nil
-            for v in cl.flatMap({ $0.split(separator: ",", omittingEmptySubsequences: false) }) {
-                let t = v.trimmingCharacters(" \t")
-                guard !t.isEmpty, t.count <= 18, t.utf8.allSatisfy(Self.isDigit), let n = Int(t) else {
-                    return .failure(HTTP1ParseError(status: 400, message: "invalid Content-Length"))
+            for r in special.contentLength {
+                var k = r.lowerBound
+                while k <= r.upperBound {
+                    // One comma-separated element: OWS digits OWS.
+                    var e = k
+                    while e < r.upperBound && buffer[e] != 0x2C { e += 1 }
+                    var a = k, b = e
+                    while a < b && (buffer[a] == 0x20 || buffer[a] == 0x09) { a += 1 }
+                    while b > a && (buffer[b - 1] == 0x20 || buffer[b - 1] == 0x09) { b -= 1 }
+                    guard b > a, b - a <= 18 else { return .failure(HTTP1ParseError(status: 400, message: "invalid Content-Length")) }
+                    var n = 0
+                    for d in a..<b {
+                        guard Self.isDigit(buffer[d]) else { return .failure(HTTP1ParseError(status: 400, message: "invalid Content-Length")) }
+                        n = n * 10 + Int(buffer[d] - 0x30)
+                    }
+                    if let l = length, l != n { return .failure(HTTP1ParseError(status: 400, message: "conflicting Content-Length values")) }
+                    length = n
+                    k = e + 1
                 }
-                if let l = length, l != n { return .failure(HTTP1ParseError(status: 400, message: "conflicting Content-Length values")) }
-                length = n
             }
             if length! > limits.maxBodyBytes { return .failure(HTTP1ParseError(status: 413, message: "request body too large")) }
             framing = length! > 0 ? .length(length!) : .none
-        } else if version == .http1_0 && ["POST", "PUT", "PATCH"].contains(method) {
+        } else if version == .http1_0 && (method == "POST" || method == "PUT" || method == "PATCH") {
             // HTTP/1.0 has no chunked coding: a body of unknown length cannot be framed.
             return .failure(HTTP1ParseError(status: 411, message: "Content-Length required"))
         }
 
-        let connection = headers.values("connection").flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(" \t").lowercased() }
+        let connection = special.connection.isEmpty ? [] : tokens(special.connection)
         let keepAlive = version == .http1_1 ? !connection.contains("close") : connection.contains("keep-alive")
-        let expect = headers["expect"]?.lowercased() == "100-continue" && version == .http1_1
+        let expect = version == .http1_1 && special.expect.map { asciiLowercased($0) == "100-continue" } == true
         var h2c = false
-        if case .none = framing, headers.values("upgrade").contains(where: { $0.split(separator: ",").contains { $0.trimmingCharacters(" \t") == "h2c" } }),
-           headers.values("http2-settings").count == 1, connection.contains("upgrade"), connection.contains("http2-settings") {
+        if case .none = framing, !special.upgrade.isEmpty, special.http2Settings == 1, tokens(special.upgrade).contains("h2c"),
+           connection.contains("upgrade"), connection.contains("http2-settings") {
             h2c = true
         }
         let head = HTTP1RequestHead(method: method, target: target, version: version, headers: headers, keepAlive: keepAlive,
@@ -344,14 +380,45 @@ struct HTTP1Parser {
         return .success((head, framing))
     }
 
+    /// Comma-separated tokens of header values, trimmed and lowercased.
+    private func tokens(_ ranges: [Range<Int>]) -> [String] {
+        var out: [String] = []
+        for r in ranges {
+            var k = r.lowerBound
+            while k < r.upperBound {
+                var e = k
+                while e < r.upperBound && buffer[e] != 0x2C { e += 1 }
+                var a = k, b = e
+                while a < b && (buffer[a] == 0x20 || buffer[a] == 0x09) { a += 1 }
+                while b > a && (buffer[b - 1] == 0x20 || buffer[b - 1] == 0x09) { b -= 1 }
+                out.append(asciiLowercased(a..<b))
+                k = e + 1
+            }
+        }
+        return out
+    }
+
+    private func asciiLowercased(_ r: Range<Int>) -> String {
+        String(unsafeUninitializedCapacity: r.count) { out in
+            for (j, k) in r.enumerated() {
+                let c = buffer[k]
+                out[j] = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
+            }
+            return r.count
+        }
+    }
+
     /// `name ":" OWS value OWS` with a token name and no control characters in the value.
-    private func parseField(_ line: Range<Int>) -> Result<(String, String), HTTP1ParseError> {
+    private func parseField(_ line: Range<Int>) -> Result<(String, String, Range<Int>), HTTP1ParseError> {
         guard let first = line.first else { return .failure(HTTP1ParseError(status: 400, message: "empty header line")) }
         if buffer[first] == 0x20 || buffer[first] == 0x09 { return .failure(HTTP1ParseError(status: 400, message: "obsolete line folding")) }
-        guard let colon = line.first(where: { buffer[$0] == 0x3A }) else { return .failure(HTTP1ParseError(status: 400, message: "header line without a colon")) }
-        guard colon > first, (first..<colon).allSatisfy({ Self.isTokenChar(buffer[$0]) }) else {
-            return .failure(HTTP1ParseError(status: 400, message: "invalid header name"))
+        var colon = first
+        while colon < line.upperBound && buffer[colon] != 0x3A {
+            guard Self.isTokenChar(buffer[colon]) else { return .failure(HTTP1ParseError(status: 400, message: "invalid header name")) }
+            colon += 1
         }
+        guard colon < line.upperBound else { return .failure(HTTP1ParseError(status: 400, message: "header line without a colon")) }
+        guard colon > first else { return .failure(HTTP1ParseError(status: 400, message: "invalid header name")) }
         var vs = colon + 1, ve = line.upperBound
         while vs < ve, buffer[vs] == 0x20 || buffer[vs] == 0x09 { vs += 1 }
         while ve > vs, buffer[ve - 1] == 0x20 || buffer[ve - 1] == 0x09 { ve -= 1 }
@@ -359,9 +426,7 @@ struct HTTP1Parser {
             let c = buffer[k]
             if c < 0x20 && c != 0x09 || c == 0x7F { return .failure(HTTP1ParseError(status: 400, message: "invalid byte in header value")) }
         }
-        var name = String(decoding: buffer[first..<colon], as: UTF8.self)
-        name = name.lowercased()
-        return .success((name, String(decoding: buffer[vs..<ve], as: UTF8.self)))
+        return .success((asciiLowercased(first..<colon), String(decoding: buffer[vs..<ve], as: UTF8.self), vs..<ve))
     }
 
     // MARK: character classes (RFC 9110 §5.6.2)

@@ -86,8 +86,13 @@ final class HTTP2Handler: ProtocolHandler {
         flushSession()
     }
 
+    /// Asks the connection to serialize frames at the end of this loop iteration.
+    func flushSession() { connection.scheduleFlush() }
+
+    func prepareOutput() { serializeFrames() }
+
     /// Serializes pending frames into the connection's output.
-    func flushSession() {
+    private func serializeFrames() {
         guard let session, !sending, !connection.closed else { return }
         sending = true
         defer { sending = false }
@@ -95,7 +100,7 @@ final class HTTP2Handler: ProtocolHandler {
             var data: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &data)
             if n <= 0 { break }
-            connection.send(UnsafeRawBufferPointer(start: data, count: n))
+            connection.appendOutput(UnsafeRawBufferPointer(start: data, count: n))
         }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             connection.closeAfterFlush()
@@ -261,7 +266,7 @@ final class HTTP2Handler: ProtocolHandler {
         if streams.isEmpty { connection.closeAfterFlush() }
     }
 
-    func outputDrained() { flushSession() }
+    func outputDrained() { serializeFrames(); connection.flushIfPending() }
 
     func tick(now: UInt64) {}
 }
