@@ -4,11 +4,12 @@ import CJetStream
 public enum HealthAPI {
     /// Probes arrive every few seconds from every kubelet and load balancer: the ready answer is prebuilt.
     static let readyBody = Array(JSON.object([("response", .object([("is_live", .bool(true))]))]).serialized.utf8)
+    static let jsonHeaders: HTTPHeaders = ["content-type": "application/json"]
 
     public static func install(on router: Router, grpc: GRPCServer, state: ServerState) {
         router.add("GET", "/healthcheck") { _, writer in
             if state.isReady {
-                writer.respond(status: 200, headers: ["content-type": "application/json"], body: readyBody)
+                writer.respond(status: 200, headers: jsonHeaders, body: readyBody)
             } else {
                 writer.respond(status: 503, headers: ["retry-after": "1"],
                                json: .object([("response", .object([("is_live", .bool(false))])),

@@ -48,8 +48,8 @@ final class Connection: EventHandler, TickHandler {
     private var lastReadAt: UInt64
     private var lastWriteProgressAt: UInt64
     let acceptedAt: UInt64
-    /// Called when bytes leave the socket (HTTP/1.1 credits its active response writer).
-    var onDrained: ((Int) -> Void)?
+    /// HTTP/1.1's response in progress, credited when its bytes leave the socket (back-pressure).
+    var activeWriter: ResponseWriter?
 
     static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
     static let readChunk = 64 * 1024
@@ -261,7 +261,7 @@ final class Connection: EventHandler, TickHandler {
             }
         }
         if closed { return }
-        if wrote > 0 { onDrained?(wrote) }
+        if wrote > 0, let w = activeWriter { w.drained(wrote) }
         if outStart == out.count {
             out.removeAll(keepingCapacity: out.capacity <= 1 << 20)
             outStart = 0

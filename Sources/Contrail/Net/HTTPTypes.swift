@@ -2,7 +2,14 @@
 public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, Equatable {
     public var fields: [(name: String, value: String)]
 
-    public init(_ fields: [(String, String)] = []) { self.fields = fields.map { (name: $0.0.lowercased(), value: $0.1) } }
+    public init(_ fields: [(String, String)] = []) {
+        self.fields = fields.map { (name: HTTPHeaders.lowercase($0.0), value: $0.1) }
+    }
+
+    /// Lowercases only when needed (names are almost always lowercase already).
+    @inline(__always) static func lowercase(_ name: String) -> String {
+        name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) ? name.lowercased() : name
+    }
     public init(dictionaryLiteral elements: (String, String)...) { self.init(elements) }
 
     public static func == (a: HTTPHeaders, b: HTTPHeaders) -> Bool {
@@ -14,10 +21,10 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, E
 
     public func values(_ name: String) -> [String] { fields.filter { $0.name == name }.map(\.value) }
 
-    public mutating func add(_ name: String, _ value: String) { fields.append((name: name.lowercased(), value: value)) }
+    public mutating func add(_ name: String, _ value: String) { fields.append((name: HTTPHeaders.lowercase(name), value: value)) }
 
     public mutating func replace(_ name: String, _ value: String) {
-        let n = name.lowercased()
+        let n = HTTPHeaders.lowercase(name)
         fields.removeAll { $0.name == n }
         fields.append((name: n, value: value))
     }

@@ -15,7 +15,9 @@ protocol ResponseSink: AnyObject {
 /// turns true and `onCancel` handlers run once.
 public final class ResponseWriter: @unchecked Sendable {
     private let loop: EventLoop
-    private weak var sink: (any ResponseSink)?
+    /// The protocol stream answering this request. Touched only on the loop thread; the stream drops it
+    /// (`detach`) when it ends, which also breaks the writer ↔ stream cycle.
+    nonisolated(unsafe) private var sink: (any ResponseSink)?
     private let state = Mutex(State())
     /// Bytes written but not yet handed to the socket beyond which `write` reports back-pressure.
     public let highWaterMark: Int
@@ -106,11 +108,14 @@ public final class ResponseWriter: @unchecked Sendable {
     }
 
     private func perform(_ op: @escaping (any ResponseSink) -> Void) {
-        loop.execute { [weak self] in
-            guard let self, let sink = self.sink else { return }
+        loop.execute { [self] in
+            guard let sink = self.sink else { return }
             op(sink)
         }
     }
+
+    /// The stream is finished or gone: later operations are dropped (loop thread).
+    func detach() { sink = nil }
 
     // MARK: called by the connection (loop thread)
 

@@ -4,7 +4,8 @@ import CShims
 /// in the parser's buffer), with keep-alive, chunked streaming, `Expect: 100-continue`, HEAD, and the
 /// `Upgrade: h2c` switch.
 final class HTTP1Handler: ProtocolHandler {
-    unowned let connection: Connection
+    /// The connection owns this handler and outlives it (closed connections live to the end of the loop round).
+    unowned(unsafe) let connection: Connection
     private var parser: HTTP1Parser
     private var queue: [HTTP1ParseEvent] = []
     private var active: HTTP1Exchange?
@@ -58,7 +59,7 @@ final class HTTP1Handler: ProtocolHandler {
         active = exchange
         let writer = ResponseWriter(loop: connection.loop, sink: exchange)
         exchange.writer = writer
-        connection.onDrained = { [weak writer] n in writer?.drained(n) }
+        connection.activeWriter = writer
         connection.server.responder.respond(to: request, writer: writer)
     }
 
@@ -66,7 +67,9 @@ final class HTTP1Handler: ProtocolHandler {
     func exchangeFinished(_ exchange: HTTP1Exchange) {
         guard active === exchange else { return }
         active = nil
-        connection.onDrained = nil
+        connection.activeWriter = nil
+        exchange.writer?.detach()
+        exchange.writer = nil
         if !exchange.keepAlive || draining && queue.isEmpty {
             connection.closeAfterFlush()
             return
@@ -104,8 +107,14 @@ final class HTTP1Handler: ProtocolHandler {
     // MARK: lifecycle
 
     func connectionClosed() {
-        active?.writer?.cancel()
+        if let a = active {
+            a.closed = true
+            a.writer?.cancel()
+            a.writer?.detach()
+            a.writer = nil
+        }
         active = nil
+        connection.activeWriter = nil
         queue.removeAll()
     }
 
@@ -125,7 +134,9 @@ final class HTTP1Handler: ProtocolHandler {
 
 /// One request/response on an HTTP/1.1 connection: serializes the handler's response.
 final class HTTP1Exchange: ResponseSink {
-    unowned let handler: HTTP1Handler
+    /// Valid while `closed` is false: the handler marks its exchange closed before it can go away.
+    unowned(unsafe) let handler: HTTP1Handler
+    var closed = false
     let version: HTTPVersion
     let isHead: Bool
     var keepAlive: Bool
@@ -144,7 +155,7 @@ final class HTTP1Exchange: ResponseSink {
     private var connection: Connection { handler.connection }
 
     func sendComplete(status: Int, headers: HTTPHeaders, body: [UInt8]) {
-        guard !done else { return }
+        guard !done && !closed else { return }
         var head = headBytes(status: status, headers: headers, contentLength: body.count)
         if !isHead { head += body }
         connection.send(head)
@@ -152,7 +163,7 @@ final class HTTP1Exchange: ResponseSink {
     }
 
     func sendHead(status: Int, headers: HTTPHeaders, endStream: Bool) {
-        guard !done else { return }
+        guard !done && !closed else { return }
         sendHead(status: status, headers: headers, contentLength: endStream ? 0 : nil)
         if endStream { end() }
     }
@@ -210,7 +221,7 @@ final class HTTP1Exchange: ResponseSink {
     }
 
     func sendData(_ bytes: [UInt8], endStream: Bool) {
-        guard !done else { return }
+        guard !done && !closed else { return }
         if isHead {
             if endStream { end() }
             return

@@ -6,7 +6,8 @@ import CShims
 /// (user_data) and into streams by id. Response bodies are pulled by nghttp2 through a data provider
 /// that defers when the producer has nothing yet and is resumed when it writes.
 final class HTTP2Handler: ProtocolHandler {
-    unowned let connection: Connection
+    /// The connection owns this handler and outlives it (closed connections live to the end of the loop round).
+    unowned(unsafe) let connection: Connection
     private var session: OpaquePointer?
     private var streams: [Int32: HTTP2Stream] = [:]
     private var draining = false
@@ -14,6 +15,7 @@ final class HTTP2Handler: ProtocolHandler {
     /// Set once the connection is gone: nghttp2_session_del still calls back (stream closes) and those
     /// calls must not reach the connection.
     private var gone = false
+    private var nv = NVBuilder()
     /// Stop serializing frames while this much output waits for the socket (client not reading).
     static let outputHighWater = 1 << 20
 
@@ -157,6 +159,8 @@ final class HTTP2Handler: ProtocolHandler {
             // Closed before the response finished: the client reset it or went away.
             if !s.responseDone { s.writer?.cancel() }
             s.closed = true
+            s.writer?.detach()
+            s.writer = nil
         }
         if draining && streams.isEmpty { connection.closeAfterFlush() }
         return 0
@@ -178,9 +182,7 @@ final class HTTP2Handler: ProtocolHandler {
 
     fileprivate func submitResponse(_ s: HTTP2Stream, status: Int, headers: HTTPHeaders, withBody: Bool) {
         guard let session, !s.closed else { return }
-        var fields: [(String, String)] = [(":status", String(status))]
-        for (n, v) in headers where !Self.connectionSpecific.contains(n) { fields.append((n, v)) }
-        withNVs(fields) { nva in
+        nv.build(status: status, headers, skip: Self.connectionSpecific) { nva in
             if withBody {
                 var provider = nghttp2_data_provider()
                 provider.source.ptr = nil
@@ -212,9 +214,7 @@ final class HTTP2Handler: ProtocolHandler {
             flags.pointee |= Self.dataFlagEOF
             if let trailers = s.trailers {
                 flags.pointee |= Self.dataFlagNoEndStream
-                var fields: [(String, String)] = []
-                for (name, value) in trailers { fields.append((name, value)) }
-                withNVs(fields) { nva in _ = nghttp2_submit_trailer(session, id, nva.baseAddress, nva.count) }
+                nv.build(status: nil, trailers) { nva in _ = nghttp2_submit_trailer(session, id, nva.baseAddress, nva.count) }
             }
             s.responseDone = true
             return n
@@ -252,7 +252,11 @@ final class HTTP2Handler: ProtocolHandler {
         guard !gone else { return }
         gone = true
         for s in streams.values where !s.responseDone { s.writer?.cancel() }
-        for s in streams.values { s.closed = true }
+        for s in streams.values {
+            s.closed = true
+            s.writer?.detach()
+            s.writer = nil
+        }
         streams.removeAll()
         if let session { nghttp2_session_del(session) }
         session = nil
@@ -271,30 +275,47 @@ final class HTTP2Handler: ProtocolHandler {
     func tick(now: UInt64) {}
 }
 
-/// Builds nghttp2_nv pointing into contiguous copies of the strings for the duration of `body`.
-private func withNVs<R>(_ fields: [(String, String)], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) -> R) -> R {
-    var storage: [UInt8] = []
-    var spans: [(Int, Int, Int, Int)] = []
-    for (n, v) in fields {
-        let ns = storage.count
-        storage += Array(n.utf8)
-        let vs = storage.count
-        storage += Array(v.utf8)
-        spans.append((ns, n.utf8.count, vs, v.utf8.count))
+/// nghttp2_nv arrays built in buffers reused across responses (nghttp2 copies names and values, so
+/// the bytes need only live for the submit call).
+struct NVBuilder {
+    private var storage: [UInt8] = []
+    private var spans: [(Int, Int, Int, Int)] = []
+    private var nvs: [nghttp2_nv] = []
+
+    init() {
+        storage.reserveCapacity(512)
+        spans.reserveCapacity(16)
+        nvs.reserveCapacity(16)
     }
-    return storage.withUnsafeMutableBufferPointer { raw in
-        // flags 0: nghttp2 copies names and values, so the storage need not outlive the call.
-        var nvs = spans.map { s in
-            nghttp2_nv(name: raw.baseAddress! + s.0, value: raw.baseAddress! + s.2, namelen: s.1, valuelen: s.3, flags: 0)
+
+    mutating func build<R>(status: Int?, _ fields: HTTPHeaders, skip: Set<String> = [], _ body: (UnsafeMutableBufferPointer<nghttp2_nv>) -> R) -> R {
+        storage.removeAll(keepingCapacity: true)
+        spans.removeAll(keepingCapacity: true)
+        nvs.removeAll(keepingCapacity: true)
+        if let status { add(":status".utf8, String(status).utf8) }
+        for (n, v) in fields where !skip.contains(n) { add(n.utf8, v.utf8) }
+        return storage.withUnsafeMutableBufferPointer { raw in
+            for s in spans {
+                nvs.append(nghttp2_nv(name: raw.baseAddress! + s.0, value: raw.baseAddress! + s.2, namelen: s.1, valuelen: s.3, flags: 0))
+            }
+            return nvs.withUnsafeMutableBufferPointer { body($0) }
         }
-        return nvs.withUnsafeMutableBufferPointer { body($0) }
+    }
+
+    private mutating func add(_ name: String.UTF8View, _ value: String.UTF8View) {
+        let ns = storage.count
+        storage.append(contentsOf: name)
+        let vs = storage.count
+        storage.append(contentsOf: value)
+        spans.append((ns, name.count, vs, value.count))
     }
 }
 
 /// One HTTP/2 stream: the request as it arrives and the response queued for nghttp2 to pull.
 final class HTTP2Stream: ResponseSink {
     let id: Int32
-    unowned let handler: HTTP2Handler
+    /// Valid while `closed` is false: the handler marks every stream closed before it can go away.
+    unowned(unsafe) let handler: HTTP2Handler
     var method = ""
     var path = ""
     var headers = HTTPHeaders()
@@ -316,9 +337,11 @@ final class HTTP2Stream: ResponseSink {
     init(id: Int32, handler: HTTP2Handler) {
         self.id = id
         self.handler = handler
+        headers.fields.reserveCapacity(8)
     }
 
     func sendComplete(status: Int, headers: HTTPHeaders, body: [UInt8]) {
+        guard !closed else { return }
         var h = headers
         if !body.isEmpty && !h.contains("content-length") { h.add("content-length", String(body.count)) }
         if !body.isEmpty { append(body) }
@@ -328,6 +351,7 @@ final class HTTP2Stream: ResponseSink {
     }
 
     func sendHead(status: Int, headers: HTTPHeaders, endStream: Bool) {
+        guard !closed else { return }
         if endStream {
             ended = true
             responseDone = true
@@ -336,14 +360,14 @@ final class HTTP2Stream: ResponseSink {
     }
 
     func sendData(_ bytes: [UInt8], endStream: Bool) {
-        guard !ended else { return }
+        guard !ended && !closed else { return }
         if !bytes.isEmpty { append(bytes) }
         if endStream { ended = true }
         handler.resume(self)
     }
 
     func sendTrailers(_ trailers: HTTPHeaders) {
-        guard !ended else { return }
+        guard !ended && !closed else { return }
         self.trailers = trailers
         ended = true
         handler.resume(self)
