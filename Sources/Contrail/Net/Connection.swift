@@ -216,6 +216,9 @@ final class Connection: EventHandler, TickHandler {
 
     /// Bytes not yet on the socket. `out` is what goes on the wire; under TLS, plaintext waits in `plain`
     /// and is encrypted into `out` when flushing (one TLS record per batch, not per response).
+    /// Closed, or closing once its output is flushed: take no more requests.
+    var isClosing: Bool { closed || closeWhenFlushed }
+
     var pendingOutput: Int { out.count - outStart + plain.count }
     private var plain: [UInt8] = []
 

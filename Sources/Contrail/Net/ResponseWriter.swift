@@ -107,7 +107,13 @@ public final class ResponseWriter: @unchecked Sendable {
         }
     }
 
+    /// Runs `op` on the stream: at once when already on its loop thread (a handler answering inline),
+    /// otherwise queued to the loop in call order.
     private func perform(_ op: @escaping (any ResponseSink) -> Void) {
+        if loop.inLoop {
+            if let sink { op(sink) }
+            return
+        }
         loop.execute { [self] in
             guard let sink = self.sink else { return }
             op(sink)

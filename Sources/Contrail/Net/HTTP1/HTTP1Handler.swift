@@ -30,8 +30,15 @@ final class HTTP1Handler: ProtocolHandler {
         processQueue()
     }
 
+    private var processing = false
+
     private func processQueue() {
-        while active == nil, !queue.isEmpty, !connection.closed {
+        // A handler that answers inline finishes its exchange inside `dispatch`; the loop below then
+        // moves on, instead of recursing once per pipelined request.
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+        while active == nil, !queue.isEmpty, !connection.isClosing {
             let event = queue.removeFirst()
             switch event {
             case .continueNeeded:
@@ -74,8 +81,10 @@ final class HTTP1Handler: ProtocolHandler {
             connection.closeAfterFlush()
             return
         }
-        processQueue()
-        connection.updateInterest()
+        if !processing {
+            processQueue()
+            connection.updateInterest()
+        }
     }
 
     private func sendError(status: Int, message: String) {
