@@ -45,6 +45,7 @@ final class Connection: EventHandler, TickHandler {
     private var closeWhenFlushed = false
     private var peerClosed = false
     private var inDrainCallback = false
+    private var writeBlocked = false
     private var lastReadAt: UInt64
     private var lastWriteProgressAt: UInt64
     let acceptedAt: UInt64
@@ -264,6 +265,9 @@ final class Connection: EventHandler, TickHandler {
             }
         }
         if closed { return }
+        // Wait for EPOLLOUT only when the socket pushed back; queued-but-unflushed output is written at
+        // the end of the iteration anyway (toggling EPOLLOUT per response would cost two epoll_ctl).
+        writeBlocked = outStart < out.count
         if wrote > 0, let w = activeWriter { w.drained(wrote) }
         if outStart == out.count {
             out.removeAll(keepingCapacity: out.capacity <= 1 << 20)
@@ -297,7 +301,7 @@ final class Connection: EventHandler, TickHandler {
         guard !closed else { return }
         var events: UInt32 = 0
         if wantsInput && !closeWhenFlushed { events |= EventLoop.readable }
-        if pendingOutput > 0 { events |= EventLoop.writable }
+        if writeBlocked { events |= EventLoop.writable }
         if events != registeredEvents {
             registeredEvents = events
             loop.modify(fd, events: events)
