@@ -22,7 +22,9 @@ let package = Package(
         .target(name: "CShims", dependencies: ["CSentencePiece", "COpenSSL"], linkerSettings: [.linkedLibrary("stdc++")]),
         .target(
             name: "Contrail",
-            dependencies: ["CNGHTTP2", "COpenSSL", "CJetStream", "CShims"]
+            dependencies: ["CNGHTTP2", "COpenSSL", "CJetStream", "CShims"],
+            // Loop-confined state needs no dynamic exclusivity checks in release builds (debug keeps them).
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .executableTarget(
             name: "ContrailCLI",

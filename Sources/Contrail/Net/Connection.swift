@@ -59,7 +59,7 @@ final class Connection: EventHandler, TickHandler {
         self.fd = fd
         self.loop = loop
         self.server = server
-        acceptedAt = contrail_now_ns()
+        acceptedAt = loop.now
         lastReadAt = acceptedAt
         lastWriteProgressAt = acceptedAt
     }
@@ -88,7 +88,7 @@ final class Connection: EventHandler, TickHandler {
             let buf = loop.readBuffer
             let n = read(fd, buf.baseAddress, buf.count)
             if n > 0 {
-                lastReadAt = contrail_now_ns()
+                lastReadAt = loop.now
                 received(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
                 if n < Self.readChunk { break }
             } else if n == 0 {
@@ -255,7 +255,7 @@ final class Connection: EventHandler, TickHandler {
             if n > 0 {
                 outStart += n
                 wrote += n
-                lastWriteProgressAt = contrail_now_ns()
+                lastWriteProgressAt = loop.now
             } else if n < 0 && (errno == EAGAIN || errno == EINTR) {
                 break
             } else {

@@ -25,6 +25,8 @@ final class EventLoop: @unchecked Sendable {
     private var handlers: [Int32: EventHandler] = [:]
     private var tickers: [ObjectIdentifier: TickHandler] = [:]
     private var flushQueue: [Connection] = []
+    /// Monotonic time of the current iteration (one clock read per wake-up, not per read or write).
+    private(set) var now: UInt64 = contrail_now_ns()
     private let pending = Locked<[() -> Void]>([])
     private let stopping = Atomic<Bool>(false)
     private var thread = pthread_t()
@@ -132,6 +134,7 @@ final class EventLoop: @unchecked Sendable {
             let timeout = now >= nextTick ? 0 : Int32((nextTick - now) / 1_000_000) + 1
             let n = contrail_epoll_wait(epfd, &data, &events, 256, timeout)
             if n < 0 && errno != EINTR { break }
+            self.now = contrail_now_ns()
             for i in 0..<max(0, Int(n)) {
                 let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data[i]))
                 if fd == wakeFd {
@@ -142,7 +145,7 @@ final class EventLoop: @unchecked Sendable {
                 handlers[fd]?.handleEvents(events[i])
             }
             runPendingAndFlush()
-            let after = contrail_now_ns()
+            let after = self.now
             if after >= nextTick {
                 for t in Array(tickers.values) { t.tick(now: after) }
                 nextTick = after + Self.tickNanos

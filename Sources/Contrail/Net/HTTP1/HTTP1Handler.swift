@@ -23,7 +23,7 @@ final class HTTP1Handler: ProtocolHandler {
     var wantsInput: Bool { !parser.hasFailed && parser.bufferedBytes < 64 * 1024 && queue.count < 16 }
 
     func receive(_ bytes: UnsafeRawBufferPointer) {
-        if headStartedAt == nil { headStartedAt = contrail_now_ns() }
+        if headStartedAt == nil { headStartedAt = connection.loop.now }
         let events = parser.feed(bytes)
         if parser.isIdle { headStartedAt = nil }
         queue.append(contentsOf: events)

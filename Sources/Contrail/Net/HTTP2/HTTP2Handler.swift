@@ -32,20 +32,20 @@ final class HTTP2Handler: ProtocolHandler {
         nghttp2_session_callbacks_new(&callbacks)
         defer { nghttp2_session_callbacks_del(callbacks) }
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
-            HTTP2Handler.from(user).beginHeaders(frame!.pointee.hd.stream_id)
+            HTTP2Handler.with(user) { $0.beginHeaders(frame!.pointee.hd.stream_id) }
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, namelen, value, valuelen, _, user in
-            HTTP2Handler.from(user).header(frame!.pointee.hd.stream_id, name!, namelen, value!, valuelen)
+            HTTP2Handler.with(user) { $0.header(frame!.pointee.hd.stream_id, name!, namelen, value!, valuelen) }
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
             let hd = frame!.pointee.hd
-            return HTTP2Handler.from(user).frameReceived(stream: hd.stream_id, type: hd.type, flags: hd.flags)
+            return HTTP2Handler.with(user) { $0.frameReceived(stream: hd.stream_id, type: hd.type, flags: hd.flags) }
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, stream, data, len, user in
-            HTTP2Handler.from(user).dataChunk(stream, UnsafeRawBufferPointer(start: data, count: len))
+            HTTP2Handler.with(user) { $0.dataChunk(stream, UnsafeRawBufferPointer(start: data, count: len)) }
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, error, user in
-            HTTP2Handler.from(user).streamClosed(stream, error: error)
+            HTTP2Handler.with(user) { $0.streamClosed(stream, error: error) }
         }
         var option: OpaquePointer?
         nghttp2_option_new(&option)
@@ -67,8 +67,11 @@ final class HTTP2Handler: ProtocolHandler {
         if let session { nghttp2_session_del(session) }
     }
 
-    static func from(_ user: UnsafeMutableRawPointer?) -> HTTP2Handler {
-        Unmanaged<HTTP2Handler>.fromOpaque(user!).takeUnretainedValue()
+    /// The handler behind nghttp2's user_data, without retain/release per callback (the session is
+    /// owned by the handler, so the handler outlives every callback).
+    @inline(__always)
+    static func with<R>(_ user: UnsafeMutableRawPointer?, _ body: (HTTP2Handler) -> R) -> R {
+        Unmanaged<HTTP2Handler>.fromOpaque(user!)._withUnsafeGuaranteedRef(body)
     }
 
     var isIdle: Bool { streams.isEmpty }
@@ -112,38 +115,50 @@ final class HTTP2Handler: ProtocolHandler {
     // MARK: nghttp2 callbacks
 
     private func beginHeaders(_ id: Int32) -> Int32 {
-        guard streams[id] == nil else { return 0 }
-        streams[id] = HTTP2Stream(id: id, handler: self)
+        guard stream(id) == nil else { return 0 }
+        let s = HTTP2Stream(id: id, handler: self)
+        streams[id] = s
+        nghttp2_session_set_stream_user_data(session, id, Unmanaged.passUnretained(s).toOpaque())
         return 0
+    }
+
+    /// A stream by id through nghttp2's per-stream pointer (no hashing on the hot path); `streams` owns it.
+    @inline(__always)
+    private func stream(_ id: Int32) -> HTTP2Stream? {
+        guard let session, let p = nghttp2_session_get_stream_user_data(session, id) else { return nil }
+        return Unmanaged<HTTP2Stream>.fromOpaque(p).takeUnretainedValue()
     }
 
     private func header(_ id: Int32, _ name: UnsafePointer<UInt8>, _ nameLength: Int, _ value: UnsafePointer<UInt8>,
                         _ valueLength: Int) -> Int32 {
-        guard let s = streams[id] else { return 0 }
+        guard let s = stream(id) else { return 0 }
         s.headerBytes += nameLength + valueLength + 32
         if s.headerBytes > connection.server.config.limits.maxHeaderBytes {
             return Self.errTemporalCallbackFailure  // resets just this stream
         }
-        let n = String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self)
         let v = String(decoding: UnsafeBufferPointer(start: value, count: valueLength), as: UTF8.self)
-        switch n {
-        case ":method": s.method = v
-        case ":path": s.path = v
-        case ":authority": s.headers.add("host", v)
-        case ":scheme": break
-        default: s.headers.fields.append((name: n, value: v))
+        if name[0] == 0x3A {  // pseudo-header; nghttp2 has validated which
+            switch (nameLength, name[1]) {
+            case (7, 0x6D): s.method = v       // :method
+            case (5, 0x70): s.path = v         // :path
+            case (10, 0x61): s.headers.fields.append((name: "host", value: v))  // :authority
+            default: break                     // :scheme, :protocol
+            }
+            return 0
         }
+        // nghttp2 rejects uppercase names, so no lowercasing is needed.
+        s.headers.fields.append((name: String(decoding: UnsafeBufferPointer(start: name, count: nameLength), as: UTF8.self), value: v))
         return 0
     }
 
     private func frameReceived(stream id: Int32, type: UInt8, flags: UInt8) -> Int32 {
-        guard type == Self.frameHeaders || type == Self.frameData, flags & Self.flagEndStream != 0, let s = streams[id] else { return 0 }
+        guard type == Self.frameHeaders || type == Self.frameData, flags & Self.flagEndStream != 0, let s = stream(id) else { return 0 }
         dispatch(s)
         return 0
     }
 
     private func dataChunk(_ id: Int32, _ data: UnsafeRawBufferPointer) -> Int32 {
-        guard let s = streams[id], !s.dispatched else { return 0 }
+        guard let s = stream(id), !s.dispatched else { return 0 }
         if s.body.count + data.count > connection.server.config.limits.maxBodyBytes {
             s.rejected = true
             nghttp2_submit_rst_stream(session, 0, id, Self.refusedStream)
@@ -187,7 +202,7 @@ final class HTTP2Handler: ProtocolHandler {
                 var provider = nghttp2_data_provider()
                 provider.source.ptr = nil
                 provider.read_callback = { session, id, buf, length, flags, _, user in
-                    HTTP2Handler.from(user).readBody(id, buf!, length, flags!)
+                    HTTP2Handler.with(user) { $0.readBody(id, buf!, length, flags!) }
                 }
                 _ = nghttp2_submit_response(session, s.id, nva.baseAddress, nva.count, &provider)
             } else {
@@ -207,7 +222,7 @@ final class HTTP2Handler: ProtocolHandler {
     }
 
     private func readBody(_ id: Int32, _ buf: UnsafeMutablePointer<UInt8>, _ length: Int, _ flags: UnsafeMutablePointer<UInt32>) -> Int {
-        guard let s = streams[id] else { return Self.errDeferred }
+        guard let s = stream(id) else { return Self.errDeferred }
         let n = s.take(into: buf, max: length)
         if n > 0 { s.writer?.drained(n) }
         if s.pendingBytes == 0 && s.ended {
@@ -242,6 +257,7 @@ final class HTTP2Handler: ProtocolHandler {
         s.path = request.path + (request.query.map { "?" + $0 } ?? "")
         s.headers = request.headers
         streams[1] = s
+        nghttp2_session_set_stream_user_data(session, 1, Unmanaged.passUnretained(s).toOpaque())
         dispatch(s)
         return true
     }
