@@ -80,11 +80,12 @@ test-swift: deps venv fixtures references check-proto
 test-python: test-deps venv build
 	cd Tests/python && ../../$(PY) -m pytest -q -p no:cacheprovider 2>&1 | tee ../../.build/pytest.log
 
-## Serving lands with the serving issue; until then this builds the release binary and shows the
-## default model, its tokenizer and chat template working end to end.
+## Until the engine and serving issues land, this shows the default model and its tokenizer, then serves
+## the health endpoints (HTTP :8000, gRPC :9000) until Ctrl-C.
 serve: release fixtures
 	.build/release/contrail inspect --no-tensors $(DEFAULT_MODEL)
 	.build/release/contrail tokenize --chat --pieces "What is the capital of France?"
+	.build/release/contrail serve
 
 clean:
 	rm -rf .build $(VENV)

@@ -137,3 +137,35 @@ def test_garbage_and_half_requests_do_not_hurt(server):
     for junk in (b"\x00\x01\x02garbage\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", b"\x16\x03\x01\x00\x05hello"):
         raw(server, junk, timeout=3)
     assert server.alive()
+
+
+def test_streamed_response_chunked_and_h2(server):
+    out = curl("-i", "--http1.1", server.url("/test/stream?n=5&size=3"))
+    assert "transfer-encoding: chunked" in out.lower()
+    assert out.replace("\r\n", "\n").split("\n\n", 1)[1] == "aaabbbcccdddeee"
+    body = curl("--http2-prior-knowledge", server.url("/test/stream?n=100&size=1000"))
+    assert len(body) == 100_000
+    # HTTP/1.0 has no chunked coding: the body ends when the connection closes.
+    out = raw(server, b"GET /test/stream?n=3&size=2 HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"aabbcc") and b"connection: close" in out
+
+
+def test_slow_reader_gets_backpressure_without_stalling_others(server):
+    def stats():
+        return json.loads(curl(server.url("/test/stats")))
+    before = stats()
+    s = socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b"GET /test/stream?n=400&size=65536 HTTP/1.1\r\nHost: x\r\n\r\n")  # 26 MB, never read
+    deadline = time.time() + 10
+    while stats()["pushback"] == before["pushback"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert stats()["pushback"] > before["pushback"]
+    # Other clients are served normally meanwhile.
+    assert json.loads(curl(server.url("/healthcheck"))) == {"response": {"is_live": True}}
+    s.close()
+    # The abandoned stream is cancelled (reset on close), not left running.
+    deadline = time.time() + 10
+    while stats()["cancelled"] == before["cancelled"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert stats()["cancelled"] > before["cancelled"]

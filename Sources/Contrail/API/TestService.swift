@@ -8,6 +8,8 @@ import Synchronization
 public enum TestService {
     static let cancelled = Atomic<Int>(0)
     static let completed = Atomic<Int>(0)
+    /// Writes that reported back-pressure (client not reading) on `/test/stream`.
+    static let pushback = Atomic<Int>(0)
 
     public static func install(on router: Router, grpc: GRPCServer) {
         grpc.register("contrail.test.Test", "Stream") { call in
@@ -40,10 +42,40 @@ public enum TestService {
             call.send(call.message)
             call.finish()
         }
+        // A streamed HTTP body: `n` chunks of `size` bytes (chunked on HTTP/1.1, DATA frames on HTTP/2).
+        // A producer that sees back-pressure stops early and counts it, as the serving layer will.
+        router.add("GET", "/test/stream") { request, writer in
+            var n = 10, size = 16
+            for pair in (request.query ?? "").split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1)
+                guard kv.count == 2, let v = Int(kv[1]) else { continue }
+                if kv[0] == "n" { n = v } else if kv[0] == "size" { size = v }
+            }
+            writer.start(status: 200, headers: ["content-type": "application/octet-stream"])
+            let (count, bytes) = (n, size)
+            DispatchQueue.global().async {
+                for i in 0..<count {
+                    if !writer.write([UInt8](repeating: UInt8(0x61 + i % 26), count: bytes)) {
+                        if writer.isCancelled { cancelled.add(1, ordering: .relaxed); return }
+                        pushback.add(1, ordering: .relaxed)
+                        // Wait for the client to catch up, giving up after 10 s.
+                        var waited = 0
+                        while writer.bufferedBytes > writer.highWaterMark / 2 && !writer.isCancelled && waited < 10_000 {
+                            usleepMillis(5)
+                            waited += 5
+                        }
+                        if writer.isCancelled || waited >= 10_000 { cancelled.add(1, ordering: .relaxed); return }
+                    }
+                }
+                writer.finish()
+                completed.add(1, ordering: .relaxed)
+            }
+        }
         router.add("GET", "/test/stats") { _, writer in
             writer.respond(status: 200, json: .object([
                 ("cancelled", .number(Double(cancelled.load(ordering: .relaxed)))),
                 ("completed", .number(Double(completed.load(ordering: .relaxed)))),
+                ("pushback", .number(Double(pushback.load(ordering: .relaxed)))),
             ]))
         }
     }
