@@ -74,6 +74,7 @@ test-asan: test-deps venv
 	cd Tests/python && CONTRAIL_BIN=$(CURDIR)/.build-asan/debug/contrail ../../$(PY) -m pytest -q -p no:cacheprovider
 
 test-swift: deps venv fixtures references check-proto
+	@mkdir -p .build
 	swift test --disable-xctest 2>&1 | tee .build/test.log
 
 ## Real server process, real clients (curl, nghttp, h2load, wrk, h2, grpcio) on loopback.

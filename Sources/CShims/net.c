@@ -65,20 +65,27 @@ static int fill_address(const char *host, uint16_t port, struct sockaddr_storage
     return -1;
 }
 
+/// A non-blocking TCP socket for host:port with its address filled in; -1 with errno on failure.
+static int tcp_socket(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len) {
+    if (fill_address(host, port, ss, len) != 0) return -1;
+    return socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+static int fail_closing(int fd) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
 int contrail_listen_tcp(const char *host, uint16_t port, int backlog) {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (fill_address(host, port, &ss, &len) != 0) return -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = tcp_socket(host, port, &ss, &len);
     if (fd < 0) return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, backlog) != 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, backlog) != 0) return fail_closing(fd);
     return fd;
 }
 
@@ -103,17 +110,11 @@ int contrail_accept(int listen_fd) {
 int contrail_connect_tcp(const char *host, uint16_t port) {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (fill_address(host, port, &ss, &len) != 0) return -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = tcp_socket(host, port, &ss, &len);
     if (fd < 0) return -1;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (struct sockaddr *)&ss, len) != 0 && errno != EINPROGRESS) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
+    if (connect(fd, (struct sockaddr *)&ss, len) != 0 && errno != EINPROGRESS) return fail_closing(fd);
     return fd;
 }
 

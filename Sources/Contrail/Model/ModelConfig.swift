@@ -72,29 +72,23 @@ public struct ModelConfig: Sendable, Equatable {
             scaleEmbeddings: false, slidingWindow: nil, localLayers: Array(repeating: false, count: layerCount),
             queryPreAttnScalar: Double(headDim), attnLogitSoftcap: nil, finalLogitSoftcap: nil, qkNorm: false,
             postNorms: false)
+        if architecture != .llama {
+            // Every Gemma: GeGLU, √dim-scaled tied embeddings, tighter norm epsilon.
+            c.normEps = 1e-6
+            c.tiedEmbeddings = true
+            c.activation = .geluTanh
+            c.scaleEmbeddings = true
+        }
         switch architecture {
-        case .llama:
+        case .llama, .gemma:
             break
-        case .gemma:
-            c.normEps = 1e-6
-            c.tiedEmbeddings = true
-            c.activation = .geluTanh
-            c.scaleEmbeddings = true
         case .gemma2:
-            c.normEps = 1e-6
-            c.tiedEmbeddings = true
-            c.activation = .geluTanh
-            c.scaleEmbeddings = true
             c.postNorms = true
             c.slidingWindow = 4096
             c.localLayers = (0..<layerCount).map { $0 % 2 == 0 }
             c.attnLogitSoftcap = 50
             c.finalLogitSoftcap = 30
         case .gemma3:
-            c.normEps = 1e-6
-            c.tiedEmbeddings = true
-            c.activation = .geluTanh
-            c.scaleEmbeddings = true
             c.postNorms = true
             c.qkNorm = true
             c.ropeTheta = 1_000_000
