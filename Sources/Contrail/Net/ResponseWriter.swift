@@ -1,4 +1,6 @@
-import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What a protocol stream does with a handler's response; implemented per protocol (an HTTP/1.1 exchange,
 /// an HTTP/2 stream) and called only on the connection's loop thread.
@@ -18,7 +20,10 @@ public final class ResponseWriter: @unchecked Sendable {
     /// The protocol stream answering this request. Touched only on the loop thread; the stream drops it
     /// (`detach`) when it ends, which also breaks the writer ↔ stream cycle.
     nonisolated(unsafe) private var sink: (any ResponseSink)?
-    private let state = Mutex(State())
+    // A plain pthread mutex (ThreadSanitizer understands it; it does not see Synchronization.Mutex's
+    // futex), at a stable address.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    nonisolated(unsafe) private var _state = State()
     /// Bytes written but not yet handed to the socket beyond which `write` reports back-pressure.
     public let highWaterMark: Int
 
@@ -34,6 +39,25 @@ public final class ResponseWriter: @unchecked Sendable {
         self.loop = loop
         self.sink = sink
         self.highWaterMark = highWaterMark
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    private var state: StateAccess { StateAccess(writer: self) }
+
+    /// `state.withLock { … }` over the inline mutex.
+    private struct StateAccess {
+        let writer: ResponseWriter
+        @inline(__always)
+        func withLock<R>(_ body: (inout State) -> R) -> R {
+            pthread_mutex_lock(writer.mutex)
+            defer { pthread_mutex_unlock(writer.mutex) }
+            return body(&writer._state)
+        }
     }
 
     public var isCancelled: Bool { state.withLock { $0.cancelled } }
