@@ -20,9 +20,11 @@ let package = Package(
         .target(name: "CJetStream", dependencies: ["CProtobufC"]),
         // Small C/C++ helpers: the extern "C" face of libsentencepiece, epoll/socket plumbing, OpenSSL glue.
         .target(name: "CShims", dependencies: ["CSentencePiece", "COpenSSL"], linkerSettings: [.linkedLibrary("stdc++")]),
+        // Compute kernels in C, optimized even in debug builds (engine tests run real models).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(
             name: "Contrail",
-            dependencies: ["CNGHTTP2", "COpenSSL", "CJetStream", "CShims"],
+            dependencies: ["CNGHTTP2", "COpenSSL", "CJetStream", "CShims", "CKernels"],
             // Loop-confined state needs no dynamic exclusivity checks in release builds (debug keeps them).
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),

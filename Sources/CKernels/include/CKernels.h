@@ -1,0 +1,28 @@
+#ifndef CONTRAIL_CKERNELS_H
+#define CONTRAIL_CKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Weight element types, numbered as ggml numbers them (F32 0, F16 1, Q4_0 2, Q4_1 3, Q5_0 6, Q5_1 7,
+/// Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14, I8 24, BF16 30).
+enum { CK_F32 = 0, CK_F16 = 1, CK_Q4_0 = 2, CK_Q4_1 = 3, CK_Q5_0 = 6, CK_Q5_1 = 7, CK_Q8_0 = 8,
+       CK_Q4_K = 12, CK_Q5_K = 13, CK_Q6_K = 14, CK_I8 = 24, CK_BF16 = 30 };
+
+/// Dequantizes `n` values (whole blocks) of `type` at `src` into `dst`. Returns 0, or -1 for an unknown type.
+int ck_dequantize(int type, const void *src, float *dst, int64_t n);
+
+/// y[r] = Σ_c W[r][c]·x[c] for rows [row_begin, row_end) of a row-major weight of `type` whose rows are
+/// `row_bytes` apart and `cols` long, read in place (blocks are expanded one at a time, never whole tensors).
+int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y,
+              int64_t row_begin, int64_t row_end);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
