@@ -239,6 +239,21 @@ def tokenizer_vectors():
     print(f"references: {name} ({len(cases)} cases)", file=sys.stderr)
 
 
+def engine_golden():
+    """Greedy ids and first-step logits from the numpy reference forward pass (reference_model.py)."""
+    name = "engine-golden.json"
+    model_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_model.py")
+    with open(model_script, "rb") as f:
+        stamp_hash = hashlib.sha256(f.read()).hexdigest()[:16]
+    stamp = os.path.join(OUT, name + ".stamp")
+    if os.path.exists(stamp) and open(stamp).read() == SCRIPT_HASH + stamp_hash:
+        return
+    import reference_model
+    reference_model.main_to(os.path.join(OUT, name))
+    with open(stamp, "w") as f:
+        f.write(SCRIPT_HASH + stamp_hash)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for p in (SMOL, GEMMA):
@@ -247,6 +262,7 @@ def main():
     tokenizer_vectors()
     checkpoints()
     dequant_references()
+    engine_golden()
 
 
 if __name__ == "__main__":

@@ -136,7 +136,10 @@ class Model:
 
 
 def main():
-    out_path = sys.argv[1]
+    main_to(sys.argv[1])
+
+
+def main_to(out_path):
     import sentencepiece as spm
     from make_references import smollm2_hf_tokenizer, SMOL, GEMMA
     smol_tok = smollm2_hf_tokenizer()

@@ -1,0 +1,288 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The CPU backend: llama2.c's shape — `config`, `weights`, a preallocated `RunState` — executing the
+/// one `ModelConfig` description for every family (Llama, SmolLM2, Gemma 1/2/3). Weight matrices are
+/// read in their stored format by the C kernels; only norm vectors and int8 scales are expanded at load.
+public final class CPUEngine: Engine {
+    public let config: ModelConfig
+    public let slotCount: Int
+    public let maxPrefillLength: Int
+    public let maxCacheLength: Int
+    let weights: ModelWeights
+    private let norms: NormVectors
+    private var state: RunState
+    private var slots: [Slot]
+
+    /// One sequence's KV cache: per layer, `capacity` × kvDim keys and values.
+    final class KVCache {
+        let capacity: Int
+        var keys: [UnsafeMutablePointer<Float>]
+        var values: [UnsafeMutablePointer<Float>]
+
+        init(layers: Int, capacity: Int, kvDim: Int) {
+            self.capacity = capacity
+            keys = (0..<layers).map { _ in .allocate(capacity: capacity * kvDim) }
+            values = (0..<layers).map { _ in .allocate(capacity: capacity * kvDim) }
+        }
+
+        deinit {
+            for p in keys { p.deallocate() }
+            for p in values { p.deallocate() }
+        }
+    }
+
+    struct Slot {
+        var cache: KVCache
+        var live = false
+        var length = 0
+        var lastToken: Int32 = 0
+        var sampler = Sampler(.greedy)
+    }
+
+    public init(_ checkpoint: Checkpoint, slots: Int = 1, maxCacheLength: Int? = nil, maxPrefillLength: Int? = nil) throws {
+        let weights = try ModelWeights(checkpoint)
+        self.weights = weights
+        config = checkpoint.config
+        slotCount = max(1, slots)
+        self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)
+        self.maxPrefillLength = min(maxPrefillLength ?? self.maxCacheLength, self.maxCacheLength)
+        norms = NormVectors(weights)
+        state = RunState(config, maxCache: self.maxCacheLength)
+        let c = config
+        let capacity = self.maxCacheLength
+        self.slots = (0..<slotCount).map { _ in Slot(cache: KVCache(layers: c.layerCount, capacity: capacity, kvDim: c.kvDim)) }
+    }
+
+    // MARK: Engine
+
+    public func prefill(_ tokens: [Int32], sampling: SamplingParams) throws -> Prefix {
+        guard !tokens.isEmpty else { throw EngineError.emptyPrompt }
+        guard tokens.count <= maxPrefillLength else { throw EngineError.promptTooLong(tokens.count, max: maxPrefillLength) }
+        for t in tokens where t < 0 || Int(t) >= config.vocabSize { throw EngineError.tokenOutOfRange(t, vocab: config.vocabSize) }
+        let cache = KVCache(layers: config.layerCount, capacity: tokens.count, kvDim: config.kvDim)
+        for (pos, t) in tokens.enumerated() { forward(t, pos: pos, cache: cache) }
+        var sampler = Sampler(sampling)
+        let logits = UnsafeBufferPointer(start: state.logits, count: config.vocabSize)
+        let first = sampler.sample(logits)
+        let n = tokens.count * config.kvDim
+        return Prefix(length: tokens.count, firstToken: first, firstLogits: Array(logits), sampler: sampler,
+                      keys: cache.keys.map { Array(UnsafeBufferPointer(start: $0, count: n)) },
+                      values: cache.values.map { Array(UnsafeBufferPointer(start: $0, count: n)) })
+    }
+
+    public func insert(_ prefix: Prefix, slot: Int) throws {
+        guard slot >= 0 && slot < slotCount else { throw EngineError.badSlot(slot) }
+        guard !slots[slot].live else { throw EngineError.slotBusy(slot) }
+        guard prefix.length < maxCacheLength else { throw EngineError.cacheFull(slot: slot) }
+        let cache = slots[slot].cache
+        for l in 0..<config.layerCount {
+            prefix.keys[l].withUnsafeBufferPointer { cache.keys[l].update(from: $0.baseAddress!, count: $0.count) }
+            prefix.values[l].withUnsafeBufferPointer { cache.values[l].update(from: $0.baseAddress!, count: $0.count) }
+        }
+        slots[slot].live = true
+        slots[slot].length = prefix.length
+        slots[slot].lastToken = prefix.firstToken
+        slots[slot].sampler = prefix.sampler
+    }
+
+    public func generate() throws -> [SlotToken] {
+        var out: [SlotToken] = []
+        for s in 0..<slotCount where slots[s].live {
+            guard slots[s].length < maxCacheLength else { throw EngineError.cacheFull(slot: s) }
+            forward(slots[s].lastToken, pos: slots[s].length, cache: slots[s].cache)
+            slots[s].length += 1
+            let next = slots[s].sampler.sample(UnsafeBufferPointer(start: state.logits, count: config.vocabSize))
+            slots[s].lastToken = next
+            out.append(SlotToken(slot: s, token: next))
+        }
+        return out
+    }
+
+    public func free(slot: Int) {
+        guard slot >= 0 && slot < slotCount else { return }
+        slots[slot].live = false
+        slots[slot].length = 0
+    }
+
+    /// Logits of the last forward step (vocab floats).
+    public var lastLogits: [Float] { Array(UnsafeBufferPointer(start: state.logits, count: config.vocabSize)) }
+
+    // MARK: the forward pass
+
+    /// One token at `pos`: writes its K/V into `cache` and the next-token logits into `state.logits`.
+    func forward(_ token: Int32, pos: Int, cache: KVCache) {
+        let c = config
+        let s = state
+        let dim = c.dim, hd = c.headDim, kvDim = c.kvDim
+        CPUKernels.row(weights.tokenEmbedding, Int(token), into: s.x, scales: norms.scales(of: weights.tokenEmbedding))
+        if c.scaleEmbeddings {
+            let scale = Float(Double(dim).squareRoot())
+            for i in 0..<dim { s.x[i] *= scale }
+        }
+        let attnScale = Float(1 / c.queryPreAttnScalar.squareRoot())
+        for l in 0..<c.layerCount {
+            let w = weights.layers[l], n = norms.layers[l]
+            CPUKernels.rmsnorm(s.x, n.attn, s.xb, dim, eps: Float(c.normEps))
+            CPUKernels.matvec(w.wq, s.xb, s.q, scales: norms.scales(of: w.wq))
+            let k = cache.keys[l] + pos * kvDim, v = cache.values[l] + pos * kvDim
+            CPUKernels.matvec(w.wk, s.xb, k, scales: norms.scales(of: w.wk))
+            CPUKernels.matvec(w.wv, s.xb, v, scales: norms.scales(of: w.wv))
+            if let qn = n.q, let kn = n.k {
+                for h in 0..<c.headCount { CPUKernels.rmsnorm(s.q + h * hd, qn, s.q + h * hd, hd, eps: Float(c.normEps)) }
+                for h in 0..<c.kvHeadCount { CPUKernels.rmsnorm(k + h * hd, kn, k + h * hd, hd, eps: Float(c.normEps)) }
+            }
+            s.ropeTable(for: l, config: c, pos: pos, frequencyFactors: norms.ropeFactors)
+            CPUKernels.rope(s.q, heads: c.headCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
+            CPUKernels.rope(k, heads: c.kvHeadCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
+
+            // Attention over the cache (the sliding window for local layers), GQA.
+            let start = c.isLocal(layer: l) ? max(0, pos + 1 - (c.slidingWindow ?? pos + 1)) : 0
+            let span = pos + 1 - start
+            for h in 0..<c.headCount {
+                let q = s.q + h * hd
+                let kvh = h / c.kvGroupSize
+                let att = s.att
+                for t in 0..<span {
+                    let kt = cache.keys[l] + (start + t) * kvDim + kvh * hd
+                    var dot: Float = 0
+                    for i in 0..<hd { dot += q[i] * kt[i] }
+                    var score = dot * attnScale
+                    if let cap = c.attnLogitSoftcap { score = Float(cap) * tanhf(score / Float(cap)) }
+                    att[t] = score
+                }
+                CPUKernels.softmax(att, span)
+                let o = s.xb2 + h * hd
+                for i in 0..<hd { o[i] = 0 }
+                for t in 0..<span {
+                    let vt = cache.values[l] + (start + t) * kvDim + kvh * hd
+                    let a = att[t]
+                    for i in 0..<hd { o[i] += a * vt[i] }
+                }
+            }
+            CPUKernels.matvec(w.wo, s.xb2, s.xb, scales: norms.scales(of: w.wo))
+            if let post = n.postAttn { CPUKernels.rmsnorm(s.xb, post, s.xb, dim, eps: Float(c.normEps)) }
+            for i in 0..<dim { s.x[i] += s.xb[i] }
+
+            CPUKernels.rmsnorm(s.x, n.ffn, s.xb, dim, eps: Float(c.normEps))
+            CPUKernels.matvec(w.gate, s.xb, s.hb, scales: norms.scales(of: w.gate))
+            CPUKernels.matvec(w.up, s.xb, s.hb2, scales: norms.scales(of: w.up))
+            switch c.activation {
+            case .silu: for i in 0..<c.ffnDim { s.hb[i] = CPUKernels.silu(s.hb[i]) * s.hb2[i] }
+            case .geluTanh: for i in 0..<c.ffnDim { s.hb[i] = CPUKernels.geluTanh(s.hb[i]) * s.hb2[i] }
+            }
+            CPUKernels.matvec(w.down, s.hb, s.xb, scales: norms.scales(of: w.down))
+            if let post = n.postFfn { CPUKernels.rmsnorm(s.xb, post, s.xb, dim, eps: Float(c.normEps)) }
+            for i in 0..<dim { s.x[i] += s.xb[i] }
+        }
+        CPUKernels.rmsnorm(s.x, norms.output, s.x, dim, eps: Float(c.normEps))
+        CPUKernels.matvec(weights.output, s.x, s.logits, scales: norms.scales(of: weights.output))
+        if let cap = c.finalLogitSoftcap {
+            for i in 0..<c.vocabSize { s.logits[i] = Float(cap) * tanhf(s.logits[i] / Float(cap)) }
+        }
+    }
+}
+
+/// Activation buffers, allocated once (llama2.c's RunState).
+final class RunState {
+    let x, xb, xb2, q, hb, hb2, att, logits, cos, sin: UnsafeMutablePointer<Float>
+    private var all: [UnsafeMutablePointer<Float>] = []
+
+    init(_ c: ModelConfig, maxCache: Int) {
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return p
+        }
+        let width = max(c.dim, c.qDim)
+        x = buf(width); xb = buf(width); xb2 = buf(width); q = buf(c.qDim)
+        hb = buf(c.ffnDim); hb2 = buf(c.ffnDim); att = buf(maxCache); logits = buf(c.vocabSize)
+        cos = buf(c.headDim / 2); sin = buf(c.headDim / 2)
+        all = [x, xb, xb2, q, hb, hb2, att, logits, cos, sin]
+    }
+
+    deinit { for p in all { p.deallocate() } }
+
+    /// cos/sin of `pos` × each rotary frequency of layer `l` (its rope base, scaling and factors).
+    func ropeTable(for l: Int, config c: ModelConfig, pos: Int, frequencyFactors: [Float]?) {
+        let half = c.headDim / 2
+        let theta = c.ropeTheta(layer: l)
+        var p = Double(pos)
+        let global = !c.isLocal(layer: l)
+        if case .linear(let factor) = c.ropeScaling, global || c.architecture != .gemma3 { p /= factor }
+        for i in 0..<half {
+            var freq = 1 / Foundation_pow(theta, Double(2 * i) / Double(c.headDim))
+            if case .llama3(let factor, let low, let high, let original) = c.ropeScaling {
+                let wavelength = 2 * Double.pi / freq
+                let lowWavelength = Double(original) / low, highWavelength = Double(original) / high
+                if wavelength > lowWavelength {
+                    freq /= factor
+                } else if wavelength >= highWavelength {
+                    let smooth = (Double(original) / wavelength - low) / (high - low)
+                    freq = (1 - smooth) * freq / factor + smooth * freq
+                }
+            } else if let f = frequencyFactors {
+                freq /= Double(f[i])
+            }
+            cos[i] = Float(Foundation_cos(p * freq))
+            sin[i] = Float(Foundation_sin(p * freq))
+        }
+    }
+}
+
+/// Norm weights (with Gemma's +1 when the checkpoint stores raw w) and int8 scales as f32, expanded once.
+final class NormVectors {
+    struct Layer {
+        let attn, ffn: UnsafeMutablePointer<Float>
+        let q, k, postAttn, postFfn: UnsafeMutablePointer<Float>?
+    }
+
+    let layers: [Layer]
+    let output: UnsafeMutablePointer<Float>
+    let ropeFactors: [Float]?
+    private let scaleTable: [String: UnsafeMutablePointer<Float>]
+    private var owned: [UnsafeMutablePointer<Float>] = []
+
+    deinit { for p in owned { p.deallocate() } }
+
+    init(_ w: ModelWeights) {
+        let offset: Float = w.normWeightsNeedOffset ? 1 : 0
+        var owned: [UnsafeMutablePointer<Float>] = []
+        func vec(_ t: Tensor) -> UnsafeMutablePointer<Float> {
+            let v = t.floats()
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: v.count)
+            for i in 0..<v.count { p[i] = v[i] + offset }
+            owned.append(p)
+            return p
+        }
+        layers = w.layers.map {
+            Layer(attn: vec($0.attnNorm), ffn: vec($0.ffnNorm), q: $0.qNorm.map(vec), k: $0.kNorm.map(vec),
+                  postAttn: $0.postAttnNorm.map(vec), postFfn: $0.postFfnNorm.map(vec))
+        }
+        output = vec(w.outputNorm)
+        ropeFactors = w.ropeFrequencyFactors?.floats()
+        var table: [String: UnsafeMutablePointer<Float>] = [:]
+        let matrices = [w.tokenEmbedding, w.output] + w.layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] }
+        for m in matrices {
+            guard let s = m.scales, table[m.tensor.name] == nil else { continue }
+            let v = s.floats()
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: v.count)
+            p.update(from: v, count: v.count)
+            owned.append(p)
+            table[m.tensor.name] = p
+        }
+        scaleTable = table
+        self.owned = owned
+    }
+
+    func scales(of m: WeightMatrix) -> UnsafePointer<Float>? {
+        m.scales == nil ? nil : UnsafePointer(scaleTable[m.tensor.name])
+    }
+}
+
+#if canImport(Glibc)
+@inline(__always) func Foundation_pow(_ a: Double, _ b: Double) -> Double { Glibc.pow(a, b) }
+@inline(__always) func Foundation_cos(_ a: Double) -> Double { Glibc.cos(a) }
+@inline(__always) func Foundation_sin(_ a: Double) -> Double { Glibc.sin(a) }
+#endif

@@ -1,0 +1,78 @@
+import CKernels
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The CPU backend's operations on f32 activations; weight matrices are read in their stored format.
+enum CPUKernels {
+    static func ggmlType(_ t: TensorType) -> Int32 {
+        switch t {
+        case .f32: return 0
+        case .f16: return 1
+        case .q4_0: return 2
+        case .q4_1: return 3
+        case .q5_0: return 6
+        case .q5_1: return 7
+        case .q8_0: return 8
+        case .q4_K: return 12
+        case .q5_K: return 13
+        case .q6_K: return 14
+        case .i8: return 24
+        case .bf16: return 30
+        }
+    }
+
+    /// y = W·x for a [rows, cols] weight (int8 weights scaled per output row).
+    static func matvec(_ w: WeightMatrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, scales: UnsafePointer<Float>?) {
+        let t = w.tensor
+        _ = ck_matvec(ggmlType(t.type), t.data, Int64(t.rowBytes), Int64(t.columns), x, y, 0, Int64(t.rows))
+        if let scales { for r in 0..<t.rows { y[r] *= scales[r] } }
+    }
+
+    /// One row of a weight (an embedding lookup), as f32.
+    static func row(_ w: WeightMatrix, _ r: Int, into out: UnsafeMutablePointer<Float>, scales: UnsafePointer<Float>?) {
+        let t = w.tensor
+        _ = ck_dequantize(ggmlType(t.type), t.data + r * t.rowBytes, out, Int64(t.columns))
+        if let scales { for c in 0..<t.columns { out[c] *= scales[r] } }
+    }
+
+    static func rmsnorm(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int, eps: Float) {
+        var ss: Double = 0
+        for i in 0..<n { ss += Double(x[i]) * Double(x[i]) }
+        let scale = Float(1 / (ss / Double(n) + Double(eps)).squareRoot())
+        for i in 0..<n { out[i] = x[i] * scale * w[i] }
+    }
+
+    static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        var m = -Float.infinity
+        for i in 0..<n { m = max(m, x[i]) }
+        var sum: Float = 0
+        for i in 0..<n {
+            x[i] = expf(x[i] - m)
+            sum += x[i]
+        }
+        for i in 0..<n { x[i] /= sum }
+    }
+
+    /// Rotates each head's pairs by position: adjacent pairs (interleaved layout) or (i, i + d/2).
+    static func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
+                     layout: RopeLayout) {
+        let half = headDim / 2
+        for h in 0..<heads {
+            let v = x + h * headDim
+            for i in 0..<half {
+                let (ia, ib) = layout == .interleaved ? (2 * i, 2 * i + 1) : (i, i + half)
+                let a = v[ia], b = v[ib]
+                v[ia] = a * cos[i] - b * sin[i]
+                v[ib] = a * sin[i] + b * cos[i]
+            }
+        }
+    }
+
+    @inline(__always) static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }
+
+    @inline(__always) static func geluTanh(_ x: Float) -> Float {
+        0.5 * x * (1 + tanhf(0.797_884_56 * (x + 0.044_715 * x * x * x)))
+    }
+}

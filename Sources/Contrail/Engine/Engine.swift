@@ -1,0 +1,66 @@
+/// JetStream's engine API: prefill a prompt into a `Prefix`, insert it into a decode slot, then step all
+/// live slots together with `generate`. Both backends (CPU, PJRT) implement it from the same
+/// `ModelConfig`/`Checkpoint`, so the serving pipeline never knows which one runs.
+public protocol Engine: AnyObject {
+    var config: ModelConfig { get }
+    /// Concurrent decodes (slots).
+    var slotCount: Int { get }
+    var maxPrefillLength: Int { get }
+    /// Prompt plus generated tokens per slot.
+    var maxCacheLength: Int { get }
+
+    /// Runs the prompt and samples its first token.
+    func prefill(_ tokens: [Int32], sampling: SamplingParams) throws -> Prefix
+    /// Places a prefix into a free slot; generation continues from its first token.
+    func insert(_ prefix: Prefix, slot: Int) throws
+    /// One decode step over every live slot: the next token of each.
+    func generate() throws -> [SlotToken]
+    func free(slot: Int)
+}
+
+/// A prefilled prompt: its KV cache (backend-specific storage), length and first sampled token.
+public final class Prefix: @unchecked Sendable {
+    public let length: Int
+    public let firstToken: Int32
+    public let firstLogits: [Float]
+    let sampler: Sampler
+    /// Per layer: keys and values, `length` × kvDim each (CPU backend).
+    let keys: [[Float]]
+    let values: [[Float]]
+
+    init(length: Int, firstToken: Int32, firstLogits: [Float], sampler: Sampler, keys: [[Float]], values: [[Float]]) {
+        self.length = length
+        self.firstToken = firstToken
+        self.firstLogits = firstLogits
+        self.sampler = sampler
+        self.keys = keys
+        self.values = values
+    }
+}
+
+public struct SlotToken: Sendable, Equatable {
+    public let slot: Int
+    public let token: Int32
+}
+
+public enum EngineError: Error, CustomStringConvertible, Equatable {
+    case promptTooLong(Int, max: Int)
+    case emptyPrompt
+    case slotBusy(Int)
+    case badSlot(Int)
+    case cacheFull(slot: Int)
+    case tokenOutOfRange(Int32, vocab: Int)
+    case unsupportedWeights(String)
+
+    public var description: String {
+        switch self {
+        case .promptTooLong(let n, let max): return "prompt of \(n) tokens exceeds the maximum prefill length \(max)"
+        case .emptyPrompt: return "empty prompt"
+        case .slotBusy(let s): return "slot \(s) is in use"
+        case .badSlot(let s): return "no slot \(s)"
+        case .cacheFull(let s): return "slot \(s) reached the maximum cache length"
+        case .tokenOutOfRange(let t, let v): return "token id \(t) is outside the vocabulary (\(v))"
+        case .unsupportedWeights(let m): return m
+        }
+    }
+}

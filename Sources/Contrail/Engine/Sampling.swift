@@ -1,0 +1,118 @@
+/// Per-request sampling: greedy when temperature is 0, otherwise temperature, then top-k, top-p
+/// (nucleus) and min-p filtering, drawn from a seeded generator so a seed reproduces exactly.
+public struct SamplingParams: Sendable, Equatable {
+    public var temperature: Float = 0
+    public var topK: Int = 0
+    public var topP: Float = 1
+    public var minP: Float = 0
+    public var seed: UInt64 = 0
+
+    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, minP: Float = 0, seed: UInt64 = 0) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
+        self.seed = seed
+    }
+
+    public static let greedy = SamplingParams()
+    public var isGreedy: Bool { temperature <= 0 || topK == 1 }
+}
+
+/// xoshiro256** seeded through splitmix64: small, fast, and reproducible across platforms.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    private var s: (UInt64, UInt64, UInt64, UInt64)
+
+    public init(seed: UInt64) {
+        var x = seed
+        func splitmix() -> UInt64 {
+            x &+= 0x9E37_79B9_7F4A_7C15
+            var z = x
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        s = (splitmix(), splitmix(), splitmix(), splitmix())
+    }
+
+    public mutating func next() -> UInt64 {
+        let result = ((s.1 &* 5) << 7 | (s.1 &* 5) >> 57) &* 9
+        let t = s.1 << 17
+        s.2 ^= s.0
+        s.3 ^= s.1
+        s.1 ^= s.2
+        s.0 ^= s.3
+        s.2 ^= t
+        s.3 = s.3 << 45 | s.3 >> 19
+        return result
+    }
+
+    /// Uniform in [0, 1).
+    public mutating func nextUnit() -> Float { Float(next() >> 40) / Float(1 << 24) }
+}
+
+/// Picks the next token from logits.
+public struct Sampler: Sendable {
+    public let params: SamplingParams
+    private var rng: SeededGenerator
+    private var candidates: [(id: Int32, logit: Float)] = []
+
+    public init(_ params: SamplingParams) {
+        self.params = params
+        rng = SeededGenerator(seed: params.seed)
+    }
+
+    public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
+        var best = 0
+        var bestValue = -Float.infinity
+        for i in 0..<logits.count where logits[i] > bestValue {
+            bestValue = logits[i]
+            best = i
+        }
+        return Int32(best)
+    }
+
+    public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
+        if params.isGreedy { return Self.argmax(logits) }
+        let t = params.temperature
+        candidates.removeAll(keepingCapacity: true)
+        let maxLogit = logits.max() ?? 0
+        // min-p: drop tokens whose probability is below minP × the top probability.
+        let floor = params.minP > 0 ? maxLogit + t * Float.log(params.minP) : -Float.infinity
+        for i in 0..<logits.count where logits[i] >= floor { candidates.append((Int32(i), logits[i])) }
+        candidates.sort { $0.logit > $1.logit }
+        if params.topK > 0 && candidates.count > params.topK { candidates.removeLast(candidates.count - params.topK) }
+        var probs = candidates.map { Float.exp(($0.logit - maxLogit) / t) }
+        var total = probs.reduce(0, +)
+        if params.topP < 1 {
+            var cumulative: Float = 0
+            var keep = probs.count
+            for (i, p) in probs.enumerated() {
+                cumulative += p / total
+                if cumulative >= params.topP {
+                    keep = i + 1
+                    break
+                }
+            }
+            probs.removeLast(probs.count - keep)
+            total = probs.reduce(0, +)
+        }
+        var r = rng.nextUnit() * total
+        for (i, p) in probs.enumerated() {
+            r -= p
+            if r <= 0 { return candidates[i].id }
+        }
+        return candidates[probs.count - 1].id
+    }
+}
+
+extension Float {
+    static func log(_ x: Float) -> Float { Float(Foundation_log(Double(x))) }
+    static func exp(_ x: Float) -> Float { Float(Foundation_exp(Double(x))) }
+}
+
+#if canImport(Glibc)
+import Glibc
+@inline(__always) func Foundation_log(_ x: Double) -> Double { Glibc.log(x) }
+@inline(__always) func Foundation_exp(_ x: Double) -> Double { Glibc.exp(x) }
+#endif
