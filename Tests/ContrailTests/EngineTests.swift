@@ -29,10 +29,14 @@ struct EngineTests {
     /// activations to 8 bits, differs from an f32 reference by ~0.2.
     @Test func matchesNumpyReference() throws {
         let cases = try goldenCases()
-        #expect(cases.count == 4)
+        // Both fixtures (raw and chat prompts), and random-weight Llama 3.1 (rope scaling, untied head),
+        // Gemma 1 (GeGLU, (1+w) norms), Gemma 2 (soft-capping, alternating sliding window) and Gemma 3
+        // (QK-norm, local/global rope, linear scaling) in Hugging Face layout.
+        #expect(cases.count == 8)
         var engines: [String: CPUEngine] = [:]
         for c in cases {
-            let engine = try engines[c.model] ?? CPUEngine(Checkpoint.open(Fixtures.path(c.model)), slots: 1, maxCacheLength: 128)
+            let path = c.model.hasPrefix("synthetic-") ? try Fixtures.reference(c.model) : try Fixtures.path(c.model)
+            let engine = try engines[c.model] ?? CPUEngine(Checkpoint.open(path), slots: 1, maxCacheLength: 128)
             engines[c.model] = engine
             let prefix = try engine.prefill(c.prompt, sampling: .greedy)
             #expect(prefix.firstLogits.count == c.logits.count)
