@@ -21,6 +21,11 @@ int ck_dequantize(int type, const void *src, float *dst, int64_t n);
 int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y,
               int64_t row_begin, int64_t row_end);
 
+/// 1 when the AVX2/FMA/F16C kernels run on this CPU (they are used then).
+int ck_has_avx2(void);
+/// Tests: force the portable kernels (1) or allow dispatch again (0).
+void ck_force_generic(int on);
+
 #ifdef __cplusplus
 }
 #endif
