@@ -14,6 +14,7 @@ public final class CPUEngine: Engine {
     private let norms: NormVectors
     private var state: RunState
     private var slots: [Slot]
+    let pool: ThreadPool
 
     /// One sequence's KV cache: per layer, `capacity` × kvDim keys and values.
     final class KVCache {
@@ -41,7 +42,10 @@ public final class CPUEngine: Engine {
         var sampler = Sampler(.greedy)
     }
 
-    public init(_ checkpoint: Checkpoint, slots: Int = 1, maxCacheLength: Int? = nil, maxPrefillLength: Int? = nil) throws {
+    /// `threads`: compute threads (default: one per core).
+    public init(_ checkpoint: Checkpoint, slots: Int = 1, maxCacheLength: Int? = nil, maxPrefillLength: Int? = nil,
+                threads: Int = ServerConfig.cores) throws {
+        pool = ThreadPool(threads: threads)
         let weights = try ModelWeights(checkpoint)
         self.weights = weights
         config = checkpoint.config
@@ -125,10 +129,10 @@ public final class CPUEngine: Engine {
         for l in 0..<c.layerCount {
             let w = weights.layers[l], n = norms.layers[l]
             CPUKernels.rmsnorm(s.x, n.attn, s.xb, dim, eps: Float(c.normEps))
-            CPUKernels.matvec(w.wq, s.xb, s.q, scales: norms.scales(of: w.wq))
+            CPUKernels.matvec(w.wq, s.xb, s.q, scales: norms.scales(of: w.wq), pool: pool)
             let k = cache.keys[l] + pos * kvDim, v = cache.values[l] + pos * kvDim
-            CPUKernels.matvec(w.wk, s.xb, k, scales: norms.scales(of: w.wk))
-            CPUKernels.matvec(w.wv, s.xb, v, scales: norms.scales(of: w.wv))
+            CPUKernels.matvec(w.wk, s.xb, k, scales: norms.scales(of: w.wk), pool: pool)
+            CPUKernels.matvec(w.wv, s.xb, v, scales: norms.scales(of: w.wv), pool: pool)
             if let qn = n.q, let kn = n.k {
                 for h in 0..<c.headCount { CPUKernels.rmsnorm(s.q + h * hd, qn, s.q + h * hd, hd, eps: Float(c.normEps)) }
                 for h in 0..<c.kvHeadCount { CPUKernels.rmsnorm(k + h * hd, kn, k + h * hd, hd, eps: Float(c.normEps)) }
@@ -161,23 +165,23 @@ public final class CPUEngine: Engine {
                     for i in 0..<hd { o[i] += a * vt[i] }
                 }
             }
-            CPUKernels.matvec(w.wo, s.xb2, s.xb, scales: norms.scales(of: w.wo))
+            CPUKernels.matvec(w.wo, s.xb2, s.xb, scales: norms.scales(of: w.wo), pool: pool)
             if let post = n.postAttn { CPUKernels.rmsnorm(s.xb, post, s.xb, dim, eps: Float(c.normEps)) }
             for i in 0..<dim { s.x[i] += s.xb[i] }
 
             CPUKernels.rmsnorm(s.x, n.ffn, s.xb, dim, eps: Float(c.normEps))
-            CPUKernels.matvec(w.gate, s.xb, s.hb, scales: norms.scales(of: w.gate))
-            CPUKernels.matvec(w.up, s.xb, s.hb2, scales: norms.scales(of: w.up))
+            CPUKernels.matvec(w.gate, s.xb, s.hb, scales: norms.scales(of: w.gate), pool: pool)
+            CPUKernels.matvec(w.up, s.xb, s.hb2, scales: norms.scales(of: w.up), pool: pool)
             switch c.activation {
             case .silu: for i in 0..<c.ffnDim { s.hb[i] = CPUKernels.silu(s.hb[i]) * s.hb2[i] }
             case .geluTanh: for i in 0..<c.ffnDim { s.hb[i] = CPUKernels.geluTanh(s.hb[i]) * s.hb2[i] }
             }
-            CPUKernels.matvec(w.down, s.hb, s.xb, scales: norms.scales(of: w.down))
+            CPUKernels.matvec(w.down, s.hb, s.xb, scales: norms.scales(of: w.down), pool: pool)
             if let post = n.postFfn { CPUKernels.rmsnorm(s.xb, post, s.xb, dim, eps: Float(c.normEps)) }
             for i in 0..<dim { s.x[i] += s.xb[i] }
         }
         CPUKernels.rmsnorm(s.x, norms.output, s.x, dim, eps: Float(c.normEps))
-        CPUKernels.matvec(weights.output, s.x, s.logits, scales: norms.scales(of: weights.output))
+        CPUKernels.matvec(weights.output, s.x, s.logits, scales: norms.scales(of: weights.output), pool: pool)
         if let cap = c.finalLogitSoftcap {
             for i in 0..<c.vocabSize { s.logits[i] = Float(cap) * tanhf(s.logits[i] / Float(cap)) }
         }

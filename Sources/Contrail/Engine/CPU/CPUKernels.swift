@@ -23,11 +23,16 @@ enum CPUKernels {
         }
     }
 
-    /// y = W·x for a [rows, cols] weight (int8 weights scaled per output row).
-    static func matvec(_ w: WeightMatrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, scales: UnsafePointer<Float>?) {
+    /// y = W·x for a [rows, cols] weight (int8 weights scaled per output row), rows split across `pool`.
+    static func matvec(_ w: WeightMatrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, scales: UnsafePointer<Float>?,
+                       pool: ThreadPool) {
         let t = w.tensor
-        _ = ck_matvec(ggmlType(t.type), t.data, Int64(t.rowBytes), Int64(t.columns), x, y, 0, Int64(t.rows))
-        if let scales { for r in 0..<t.rows { y[r] *= scales[r] } }
+        let type = ggmlType(t.type)
+        // Below ~64K weights a split costs more than it saves.
+        pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns))) { r in
+            _ = ck_matvec(type, t.data, Int64(t.rowBytes), Int64(t.columns), x, y, Int64(r.lowerBound), Int64(r.upperBound))
+            if let scales { for i in r { y[i] *= scales[i] } }
+        }
     }
 
     /// One row of a weight (an embedding lookup), as f32.
