@@ -4,6 +4,8 @@
 #define CK_SUFFIX generic
 #include "kernels_impl.h"
 
+#include <stdlib.h>
+
 int ck_dequantize_avx2(int type, const void *src, float *dst, int64_t n);
 int ck_matvec_avx2(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y, int64_t row_begin,
                    int64_t row_end);
@@ -57,4 +59,50 @@ int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
     }
 #endif
     return ck_matvec_generic(type, w, row_bytes, cols, x, y, row_begin, row_end);
+}
+
+int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride, float *y,
+              int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end) {
+    const uint8_t *base = (const uint8_t *)w;
+#if defined(__x86_64__)
+    if (!forced_generic && ck_has_avx2()) {
+        float (*fused)(const uint8_t *, const float *, int64_t) = NULL;
+        switch (type) {
+        case CK_Q4_0: fused = ck_dot_q4_0_avx2; break;
+        case CK_Q4_1: fused = ck_dot_q4_1_avx2; break;
+        case CK_Q5_0: fused = ck_dot_q5_0_avx2; break;
+        case CK_Q8_0: fused = ck_dot_q8_0_avx2; break;
+        default: break;
+        }
+        if (fused != NULL) {
+            // Row-outer: the row stays in L1 while every sequence's activations pass over it.
+            for (int64_t r = row_begin; r < row_end; r++) {
+                const uint8_t *row = base + r * row_bytes;
+                for (int64_t b = 0; b < batch; b++) y[b * y_stride + r] = fused(row, x + b * x_stride, cols / 32);
+            }
+            return 0;
+        }
+    }
+#endif
+    if (batch == 1) return ck_matvec(type, w, row_bytes, cols, x, y, row_begin, row_end);
+    // Other types: expand each row once, then dot it with every activation vector.
+    float stack[4096];
+    float *buf = cols <= 4096 ? stack : (float *)malloc((size_t)cols * sizeof(float));
+    if (buf == NULL) return -1;
+    int rc = 0;
+    for (int64_t r = row_begin; r < row_end && rc == 0; r++) {
+        rc = ck_dequantize(type, base + r * row_bytes, buf, cols);
+        for (int64_t b = 0; b < batch && rc == 0; b++) {
+            const float *xb = x + b * x_stride;
+            float acc[8] = {0};
+            int64_t c = 0;
+            for (; c + 8 <= cols; c += 8)
+                for (int k = 0; k < 8; k++) acc[k] += buf[c + k] * xb[c + k];
+            float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+            for (; c < cols; c++) sum += buf[c] * xb[c];
+            y[b * y_stride + r] = sum;
+        }
+    }
+    if (buf != stack) free(buf);
+    return rc;
 }

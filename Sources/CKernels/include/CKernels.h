@@ -21,6 +21,12 @@ int ck_dequantize(int type, const void *src, float *dst, int64_t n);
 int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y,
               int64_t row_begin, int64_t row_end);
 
+/// Y[b][r] = Σ_c W[r][c]·X[b][c] for rows [row_begin, row_end) and `batch` activation vectors (X rows
+/// `x_stride` floats apart, Y rows `y_stride` apart). Each weight row is read from memory once for the
+/// whole batch: decoding many sequences costs little more than one.
+int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride, float *y,
+              int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
+
 /// 1 when the AVX2/FMA/F16C kernels run on this CPU (they are used then).
 int ck_has_avx2(void);
 /// Tests: force the portable kernels (1) or allow dispatch again (0).

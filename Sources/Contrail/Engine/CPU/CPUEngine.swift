@@ -15,6 +15,7 @@ public final class CPUEngine: Engine {
     private var state: RunState
     private var slots: [Slot]
     let pool: ThreadPool
+    private let prefillChunk: Int
 
     /// One sequence's KV cache: per layer, `capacity` × kvDim keys and values.
     final class KVCache {
@@ -53,7 +54,10 @@ public final class CPUEngine: Engine {
         self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)
         self.maxPrefillLength = min(maxPrefillLength ?? self.maxCacheLength, self.maxCacheLength)
         norms = NormVectors(weights)
-        state = RunState(config, maxCache: self.maxCacheLength)
+        // Prefill runs in chunks of up to 64 tokens; decode batches one token per slot.
+        prefillChunk = 64
+        state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), maxLogits: slotCount,
+                         threads: pool.threads)
         let c = config
         let capacity = self.maxCacheLength
         self.slots = (0..<slotCount).map { _ in Slot(cache: KVCache(layers: c.layerCount, capacity: capacity, kvDim: c.kvDim)) }
@@ -66,7 +70,14 @@ public final class CPUEngine: Engine {
         guard tokens.count <= maxPrefillLength else { throw EngineError.promptTooLong(tokens.count, max: maxPrefillLength) }
         for t in tokens where t < 0 || Int(t) >= config.vocabSize { throw EngineError.tokenOutOfRange(t, vocab: config.vocabSize) }
         let cache = KVCache(layers: config.layerCount, capacity: tokens.count, kvDim: config.kvDim)
-        for (pos, t) in tokens.enumerated() { forward(t, pos: pos, cache: cache) }
+        var done = 0
+        while done < tokens.count {
+            let n = min(prefillChunk, tokens.count - done)
+            let last = done + n == tokens.count
+            forward(tokens: Array(tokens[done..<done + n]), positions: Array(done..<done + n),
+                    caches: Array(repeating: cache, count: n), logitsFor: last ? [n - 1] : [])
+            done += n
+        }
         var sampler = Sampler(sampling)
         let logits = UnsafeBufferPointer(start: state.logits, count: config.vocabSize)
         let first = sampler.sample(logits)
@@ -92,12 +103,15 @@ public final class CPUEngine: Engine {
     }
 
     public func generate() throws -> [SlotToken] {
+        let live = (0..<slotCount).filter { slots[$0].live }
+        guard !live.isEmpty else { return [] }
+        for s in live where slots[s].length >= maxCacheLength { throw EngineError.cacheFull(slot: s) }
+        forward(tokens: live.map { slots[$0].lastToken }, positions: live.map { slots[$0].length },
+                caches: live.map { slots[$0].cache }, logitsFor: Array(0..<live.count))
         var out: [SlotToken] = []
-        for s in 0..<slotCount where slots[s].live {
-            guard slots[s].length < maxCacheLength else { throw EngineError.cacheFull(slot: s) }
-            forward(slots[s].lastToken, pos: slots[s].length, cache: slots[s].cache)
+        for (j, s) in live.enumerated() {
             slots[s].length += 1
-            let next = slots[s].sampler.sample(UnsafeBufferPointer(start: state.logits, count: config.vocabSize))
+            let next = slots[s].sampler.sample(UnsafeBufferPointer(start: state.logits + j * config.vocabSize, count: config.vocabSize))
             slots[s].lastToken = next
             out.append(SlotToken(slot: s, token: next))
         }
@@ -115,95 +129,131 @@ public final class CPUEngine: Engine {
 
     // MARK: the forward pass
 
-    /// One token at `pos`: writes its K/V into `cache` and the next-token logits into `state.logits`.
-    func forward(_ token: Int32, pos: Int, cache: KVCache) {
+    /// One step for a batch: entry b runs `tokens[b]` at `positions[b]` against `caches[b]` (writing its
+    /// K/V there). Decode batches one token per live slot; prefill batches consecutive prompt tokens of one
+    /// cache (causal: each reads only positions up to its own). Every weight is read once per step.
+    /// Logits are computed for the entries in `logitsFor`, into `state.logits` rows in that order.
+    func forward(tokens: [Int32], positions: [Int], caches: [KVCache], logitsFor: [Int]) {
         let c = config
         let s = state
-        let dim = c.dim, hd = c.headDim, kvDim = c.kvDim
-        CPUKernels.row(weights.tokenEmbedding, Int(token), into: s.x, scales: norms.scales(of: weights.tokenEmbedding))
-        if c.scaleEmbeddings {
-            let scale = Float(Double(dim).squareRoot())
-            for i in 0..<dim { s.x[i] *= scale }
+        let B = tokens.count
+        let dim = c.dim, hd = c.headDim, kvDim = c.kvDim, qDim = c.qDim, ffn = c.ffnDim
+        let w0 = s.width
+        let eps = Float(c.normEps)
+        for b in 0..<B {
+            CPUKernels.row(weights.tokenEmbedding, Int(tokens[b]), into: s.x + b * w0, scales: norms.scales(of: weights.tokenEmbedding))
+            if c.scaleEmbeddings {
+                let scale = Float(Double(dim).squareRoot())
+                for i in 0..<dim { s.x[b * w0 + i] *= scale }
+            }
         }
         let attnScale = Float(1 / c.queryPreAttnScalar.squareRoot())
         for l in 0..<c.layerCount {
             let w = weights.layers[l], n = norms.layers[l]
-            CPUKernels.rmsnorm(s.x, n.attn, s.xb, dim, eps: Float(c.normEps))
-            CPUKernels.matvec(w.wq, s.xb, s.q, scales: norms.scales(of: w.wq), pool: pool)
-            let k = cache.keys[l] + pos * kvDim, v = cache.values[l] + pos * kvDim
-            CPUKernels.matvec(w.wk, s.xb, k, scales: norms.scales(of: w.wk), pool: pool)
-            CPUKernels.matvec(w.wv, s.xb, v, scales: norms.scales(of: w.wv), pool: pool)
-            if let qn = n.q, let kn = n.k {
-                for h in 0..<c.headCount { CPUKernels.rmsnorm(s.q + h * hd, qn, s.q + h * hd, hd, eps: Float(c.normEps)) }
-                for h in 0..<c.kvHeadCount { CPUKernels.rmsnorm(k + h * hd, kn, k + h * hd, hd, eps: Float(c.normEps)) }
-            }
-            s.ropeTable(for: l, config: c, pos: pos, frequencyFactors: norms.ropeFactors)
-            CPUKernels.rope(s.q, heads: c.headCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
-            CPUKernels.rope(k, heads: c.kvHeadCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
-
-            // Attention over the cache (the sliding window for local layers), GQA.
-            let start = c.isLocal(layer: l) ? max(0, pos + 1 - (c.slidingWindow ?? pos + 1)) : 0
-            let span = pos + 1 - start
-            for h in 0..<c.headCount {
-                let q = s.q + h * hd
-                let kvh = h / c.kvGroupSize
-                let att = s.att
-                for t in 0..<span {
-                    let kt = cache.keys[l] + (start + t) * kvDim + kvh * hd
-                    var dot: Float = 0
-                    for i in 0..<hd { dot += q[i] * kt[i] }
-                    var score = dot * attnScale
-                    if let cap = c.attnLogitSoftcap { score = Float(cap) * tanhf(score / Float(cap)) }
-                    att[t] = score
+            for b in 0..<B { CPUKernels.rmsnorm(s.x + b * w0, n.attn, s.xb + b * w0, dim, eps: eps) }
+            CPUKernels.matmul(w.wq, s.xb, xStride: w0, s.q, yStride: qDim, batch: B, scales: norms.scales(of: w.wq), pool: pool)
+            CPUKernels.matmul(w.wk, s.xb, xStride: w0, s.k, yStride: kvDim, batch: B, scales: norms.scales(of: w.wk), pool: pool)
+            CPUKernels.matmul(w.wv, s.xb, xStride: w0, s.v, yStride: kvDim, batch: B, scales: norms.scales(of: w.wv), pool: pool)
+            for b in 0..<B {
+                let q = s.q + b * qDim, k = s.k + b * kvDim
+                if let qn = n.q, let kn = n.k {
+                    for h in 0..<c.headCount { CPUKernels.rmsnorm(q + h * hd, qn, q + h * hd, hd, eps: eps) }
+                    for h in 0..<c.kvHeadCount { CPUKernels.rmsnorm(k + h * hd, kn, k + h * hd, hd, eps: eps) }
                 }
-                CPUKernels.softmax(att, span)
-                let o = s.xb2 + h * hd
-                for i in 0..<hd { o[i] = 0 }
-                for t in 0..<span {
-                    let vt = cache.values[l] + (start + t) * kvDim + kvh * hd
-                    let a = att[t]
-                    for i in 0..<hd { o[i] += a * vt[i] }
+                s.ropeTable(for: l, config: c, pos: positions[b], frequencyFactors: norms.ropeFactors)
+                CPUKernels.rope(q, heads: c.headCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
+                CPUKernels.rope(k, heads: c.kvHeadCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
+                (caches[b].keys[l] + positions[b] * kvDim).update(from: k, count: kvDim)
+                (caches[b].values[l] + positions[b] * kvDim).update(from: s.v + b * kvDim, count: kvDim)
+            }
+            // Attention per (entry, head), over the cache (the sliding window on local layers), GQA.
+            let window = c.isLocal(layer: l) ? c.slidingWindow : nil
+            let softcap = c.attnLogitSoftcap.map { Float($0) }
+            let jobs = B * c.headCount
+            let parts = min(pool.threads, jobs)
+            pool.run { thread in
+                guard thread < parts else { return }
+                let att = s.att + thread * s.maxCache
+                for job in (jobs * thread / parts)..<(jobs * (thread + 1) / parts) {
+                    let b = job / c.headCount, h = job % c.headCount
+                    let pos = positions[b]
+                    let start = window.map { max(0, pos + 1 - $0) } ?? 0
+                    let span = pos + 1 - start
+                    let q = s.q + b * qDim + h * hd
+                    let kvOffset = (h / c.kvGroupSize) * hd
+                    let keys = caches[b].keys[l], values = caches[b].values[l]
+                    for t in 0..<span {
+                        let kt = keys + (start + t) * kvDim + kvOffset
+                        var dot: Float = 0
+                        for i in 0..<hd { dot += q[i] * kt[i] }
+                        var score = dot * attnScale
+                        if let cap = softcap { score = cap * tanhf(score / cap) }
+                        att[t] = score
+                    }
+                    CPUKernels.softmax(att, span)
+                    let o = s.xb2 + b * w0 + h * hd
+                    for i in 0..<hd { o[i] = 0 }
+                    for t in 0..<span {
+                        let vt = values + (start + t) * kvDim + kvOffset
+                        let a = att[t]
+                        for i in 0..<hd { o[i] += a * vt[i] }
+                    }
                 }
             }
-            CPUKernels.matvec(w.wo, s.xb2, s.xb, scales: norms.scales(of: w.wo), pool: pool)
-            if let post = n.postAttn { CPUKernels.rmsnorm(s.xb, post, s.xb, dim, eps: Float(c.normEps)) }
-            for i in 0..<dim { s.x[i] += s.xb[i] }
-
-            CPUKernels.rmsnorm(s.x, n.ffn, s.xb, dim, eps: Float(c.normEps))
-            CPUKernels.matvec(w.gate, s.xb, s.hb, scales: norms.scales(of: w.gate), pool: pool)
-            CPUKernels.matvec(w.up, s.xb, s.hb2, scales: norms.scales(of: w.up), pool: pool)
+            CPUKernels.matmul(w.wo, s.xb2, xStride: w0, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.wo), pool: pool)
+            for b in 0..<B {
+                let xb = s.xb + b * w0, x = s.x + b * w0
+                if let post = n.postAttn { CPUKernels.rmsnorm(xb, post, xb, dim, eps: eps) }
+                for i in 0..<dim { x[i] += xb[i] }
+                CPUKernels.rmsnorm(x, n.ffn, xb, dim, eps: eps)
+            }
+            CPUKernels.matmul(w.gate, s.xb, xStride: w0, s.hb, yStride: ffn, batch: B, scales: norms.scales(of: w.gate), pool: pool)
+            CPUKernels.matmul(w.up, s.xb, xStride: w0, s.hb2, yStride: ffn, batch: B, scales: norms.scales(of: w.up), pool: pool)
             switch c.activation {
-            case .silu: for i in 0..<c.ffnDim { s.hb[i] = CPUKernels.silu(s.hb[i]) * s.hb2[i] }
-            case .geluTanh: for i in 0..<c.ffnDim { s.hb[i] = CPUKernels.geluTanh(s.hb[i]) * s.hb2[i] }
+            case .silu: for i in 0..<B * ffn { s.hb[i] = CPUKernels.silu(s.hb[i]) * s.hb2[i] }
+            case .geluTanh: for i in 0..<B * ffn { s.hb[i] = CPUKernels.geluTanh(s.hb[i]) * s.hb2[i] }
             }
-            CPUKernels.matvec(w.down, s.hb, s.xb, scales: norms.scales(of: w.down), pool: pool)
-            if let post = n.postFfn { CPUKernels.rmsnorm(s.xb, post, s.xb, dim, eps: Float(c.normEps)) }
-            for i in 0..<dim { s.x[i] += s.xb[i] }
+            CPUKernels.matmul(w.down, s.hb, xStride: ffn, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.down), pool: pool)
+            for b in 0..<B {
+                let xb = s.xb + b * w0, x = s.x + b * w0
+                if let post = n.postFfn { CPUKernels.rmsnorm(xb, post, xb, dim, eps: eps) }
+                for i in 0..<dim { x[i] += xb[i] }
+            }
         }
-        CPUKernels.rmsnorm(s.x, norms.output, s.x, dim, eps: Float(c.normEps))
-        CPUKernels.matvec(weights.output, s.x, s.logits, scales: norms.scales(of: weights.output), pool: pool)
+        guard !logitsFor.isEmpty else { return }
+        for (j, b) in logitsFor.enumerated() { CPUKernels.rmsnorm(s.x + b * w0, norms.output, s.xb + j * w0, dim, eps: eps) }
+        CPUKernels.matmul(weights.output, s.xb, xStride: w0, s.logits, yStride: c.vocabSize, batch: logitsFor.count,
+                          scales: norms.scales(of: weights.output), pool: pool)
         if let cap = c.finalLogitSoftcap {
-            for i in 0..<c.vocabSize { s.logits[i] = Float(cap) * tanhf(s.logits[i] / Float(cap)) }
+            for i in 0..<logitsFor.count * c.vocabSize { s.logits[i] = Float(cap) * tanhf(s.logits[i] / Float(cap)) }
         }
     }
 }
 
-/// Activation buffers, allocated once (llama2.c's RunState).
+/// Activation buffers for up to `maxBatch` entries, allocated once (llama2.c's RunState).
 final class RunState {
-    let x, xb, xb2, q, hb, hb2, att, logits, cos, sin: UnsafeMutablePointer<Float>
+    let maxBatch: Int
+    let maxCache: Int
+    /// Row width of x/xb/xb2: max(dim, qDim).
+    let width: Int
+    let x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin: UnsafeMutablePointer<Float>
     private var all: [UnsafeMutablePointer<Float>] = []
 
-    init(_ c: ModelConfig, maxCache: Int) {
+    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, maxLogits: Int, threads: Int) {
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
             return p
         }
-        let width = max(c.dim, c.qDim)
-        x = buf(width); xb = buf(width); xb2 = buf(width); q = buf(c.qDim)
-        hb = buf(c.ffnDim); hb2 = buf(c.ffnDim); att = buf(maxCache); logits = buf(c.vocabSize)
+        self.maxBatch = maxBatch
+        self.maxCache = maxCache
+        width = max(c.dim, c.qDim)
+        x = buf(maxBatch * width); xb = buf(maxBatch * width); xb2 = buf(maxBatch * width)
+        q = buf(maxBatch * c.qDim); k = buf(maxBatch * c.kvDim); v = buf(maxBatch * c.kvDim)
+        hb = buf(maxBatch * c.ffnDim); hb2 = buf(maxBatch * c.ffnDim)
+        att = buf(threads * maxCache); logits = buf(maxLogits * c.vocabSize)
         cos = buf(c.headDim / 2); sin = buf(c.headDim / 2)
-        all = [x, xb, xb2, q, hb, hb2, att, logits, cos, sin]
+        all = [x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin]
     }
 
     deinit { for p in all { p.deallocate() } }

@@ -35,6 +35,19 @@ enum CPUKernels {
         }
     }
 
+    /// Y[b] = W·X[b] for `batch` vectors (X rows `xStride` apart, Y rows `yStride` apart), reading each
+    /// weight row once for the whole batch; rows split across `pool`.
+    static func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, xStride: Int, _ y: UnsafeMutablePointer<Float>, yStride: Int,
+                       batch: Int, scales: UnsafePointer<Float>?, pool: ThreadPool) {
+        let t = w.tensor
+        let type = ggmlType(t.type)
+        pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns * batch))) { r in
+            _ = ck_matmul(type, t.data, Int64(t.rowBytes), Int64(t.columns), x, Int64(xStride), y, Int64(yStride), Int64(batch),
+                          Int64(r.lowerBound), Int64(r.upperBound))
+            if let scales { for b in 0..<batch { for i in r { y[b * yStride + i] *= scales[i] } } }
+        }
+    }
+
     /// One row of a weight (an embedding lookup), as f32.
     static func row(_ w: WeightMatrix, _ r: Int, into out: UnsafeMutablePointer<Float>, scales: UnsafePointer<Float>?) {
         let t = w.tensor
