@@ -10,7 +10,7 @@ DEFAULT_MODEL := $(CONTRAIL_HOME)/fixtures/SmolLM2-135M-Instruct.Q4_1.gguf
 
 FUZZ_SECONDS ?= 30
 
-.PHONY: bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
+.PHONY: bench-engine bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
 
 ## Debian packages: libnghttp2, OpenSSL, protobuf-c (+ protoc-c), sentencepiece.
 deps:
@@ -49,6 +49,11 @@ proto: deps
 	scripts/gen-proto.sh
 
 test: test-swift test-python fuzz test-tsan
+
+## The CPU engine vs llama.cpp (built once from the vendored sources) on both fixtures; prints ratios.
+bench-engine: release fixtures
+	@command -v cmake >/dev/null || scripts/install-deps.sh --bench
+	python3 scripts/bench_engine.py
 
 ## Contrail vs nginx (wrk, HTTP/1.1) and h2o (h2load, h2c) on GET /healthcheck; prints ratios.
 bench-http: test-deps release

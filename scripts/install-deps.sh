@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(libnghttp2-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler libsentencepiece-dev pkg-config)
 case "${1:-}" in
   --test) packages+=(curl nghttp2-client wrk openssl) ;;
-  --bench) packages+=(nginx-light h2o) ;;
+  --bench) packages+=(nginx-light h2o cmake g++) ;;
 esac
 missing=()
 for p in "${packages[@]}"; do
