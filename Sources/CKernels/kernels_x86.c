@@ -102,5 +102,49 @@ float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
     return hsum(acc);
 }
 
+/// Σ_c row[c]·x_b[c] for four activation vectors at once: each expanded row chunk is loaded once.
+static inline void dot4(const float *row, const float *x0, const float *x1, const float *x2, const float *x3, int64_t n,
+                        float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        const __m256 w = _mm256_loadu_ps(row + c);
+        a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x0 + c), a0);
+        a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x1 + c), a1);
+        a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x2 + c), a2);
+        a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x3 + c), a3);
+    }
+    out[0] = hsum(a0), out[1] = hsum(a1), out[2] = hsum(a2), out[3] = hsum(a3);
+    for (; c < n; c++) {
+        out[0] += row[c] * x0[c], out[1] += row[c] * x1[c], out[2] += row[c] * x2[c], out[3] += row[c] * x3[c];
+    }
+}
+
+static inline float dot1(const float *row, const float *x, int64_t n) {
+    __m256 a = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(row + c), _mm256_loadu_ps(x + c), a);
+    float sum = hsum(a);
+    for (; c < n; c++) sum += row[c] * x[c];
+    return sum;
+}
+
+/// Batched rows for larger batches (prefill, many slots): expand each weight row once into `buf`
+/// (cols floats) and dot it with the activation vectors four at a time.
+int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
+                          float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {
+    for (int64_t r = row_begin; r < row_end; r++) {
+        if (ck_dequantize(type, w + r * row_bytes, buf, cols) != 0) return -1;
+        int64_t b = 0;
+        float out[4];
+        for (; b + 4 <= batch; b += 4) {
+            dot4(buf, x + b * x_stride, x + (b + 1) * x_stride, x + (b + 2) * x_stride, x + (b + 3) * x_stride, cols, out);
+            for (int k = 0; k < 4; k++) y[(b + k) * y_stride + r] = out[k];
+        }
+        for (; b < batch; b++) y[b * y_stride + r] = dot1(buf, x + b * x_stride, cols);
+    }
+    return 0;
+}
+
 #pragma clang attribute pop
 #endif

@@ -60,4 +60,37 @@ struct KernelTests {
             #expect(abs(Float(dot) - portable[r]) <= 1e-3 * max(1, abs(portable[r])), "\(type) row \(r) vs reference")
         }
     }
+
+    /// The batched matmul (fused per vector for small batches, expand-once for large ones) against the
+    /// portable per-vector kernel, for batch sizes around the switch-over.
+    @Test(arguments: [TensorType.q4_1, .q8_0, .q5_0, .q4_K, .q6_K, .f32])
+    func batchedMatmulMatchesPerVector(_ type: TensorType) throws {
+        var rng = SeededGenerator(seed: 7)
+        let rows = 6, columns = 512
+        var weights: [UInt8] = []
+        for _ in 0..<rows { weights += randomRow(type, columns: columns, rng: &rng) }
+        let rowBytes = type.byteCount(elements: columns)!
+        let t = Int32(CPUKernels.ggmlType(type))
+        for batch in [1, 2, 3, 4, 7, 8, 9, 16] {
+            let x = (0..<batch * columns).map { _ in rng.nextUnit() * 2 - 1 }
+            var y = [Float](repeating: 0, count: batch * rows)
+            _ = ck_matmul(t, weights, Int64(rowBytes), Int64(columns), x, Int64(columns), &y, Int64(rows), Int64(batch), 0, Int64(rows))
+            ck_force_generic(1)
+            for b in 0..<batch {
+                var expected = [Float](repeating: 0, count: rows)
+                x.withUnsafeBufferPointer { xb in
+                    _ = ck_matvec(t, weights, Int64(rowBytes), Int64(columns), xb.baseAddress! + b * columns, &expected, 0, Int64(rows))
+                }
+                for r in 0..<rows {
+                    // Reordered f32 sums differ by a few ulps of Σ|w·x| (the terms cancel, so not of the result).
+                    var row = [Float](repeating: 0, count: columns)
+                    weights.withUnsafeBytes { Dequantize.run(type, $0.baseAddress! + r * rowBytes, count: columns, into: &row) }
+                    var magnitude: Float = 0
+                    for c in 0..<columns { magnitude += abs(row[c] * x[b * columns + c]) }
+                    #expect(abs(y[b * rows + r] - expected[r]) <= 1e-5 * max(1, magnitude), "\(type) batch \(batch) b \(b) r \(r)")
+                }
+            }
+            ck_force_generic(0)
+        }
+    }
 }
