@@ -38,18 +38,28 @@ float ck_dot_q4_1_avx2(const uint8_t *row, const float *x, int64_t blocks);
 float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks);
 float ck_dot_q8_0_avx2(const uint8_t *row, const float *x, int64_t blocks);
 
+/// The fused AVX2 dequantize-and-dot kernel of a type, or NULL when it has none.
+typedef float (*fused_dot)(const uint8_t *, const float *, int64_t);
+static fused_dot fused_kernel(int type) {
+#if defined(__x86_64__)
+    switch (type) {
+    case CK_Q4_0: return ck_dot_q4_0_avx2;
+    case CK_Q4_1: return ck_dot_q4_1_avx2;
+    case CK_Q5_0: return ck_dot_q5_0_avx2;
+    case CK_Q8_0: return ck_dot_q8_0_avx2;
+    default: return NULL;
+    }
+#else
+    (void)type;
+    return NULL;
+#endif
+}
+
 int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y, int64_t row_begin,
               int64_t row_end) {
 #if defined(__x86_64__)
     if (!forced_generic && ck_has_avx2()) {
-        float (*fused)(const uint8_t *, const float *, int64_t) = NULL;
-        switch (type) {
-        case CK_Q4_0: fused = ck_dot_q4_0_avx2; break;
-        case CK_Q4_1: fused = ck_dot_q4_1_avx2; break;
-        case CK_Q5_0: fused = ck_dot_q5_0_avx2; break;
-        case CK_Q8_0: fused = ck_dot_q8_0_avx2; break;
-        default: break;
-        }
+        const fused_dot fused = fused_kernel(type);
         if (fused != NULL) {
             const uint8_t *base = (const uint8_t *)w;
             for (int64_t r = row_begin; r < row_end; r++) y[r] = fused(base + r * row_bytes, x, cols / 32);
@@ -68,8 +78,7 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
               int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end) {
     const uint8_t *base = (const uint8_t *)w;
 #if defined(__x86_64__)
-    const int fused_type = type == CK_Q4_0 || type == CK_Q4_1 || type == CK_Q5_0 || type == CK_Q8_0;
-    if (!forced_generic && ck_has_avx2() && (fused_type ? batch >= 8 : batch >= 2)) {
+    if (!forced_generic && ck_has_avx2() && (fused_kernel(type) != NULL ? batch >= 8 : batch >= 2)) {
         // Expanding a row once beats re-decoding it per vector from about eight vectors on for the
         // fused types, and from two for the others (measured with contrail engine-bench).
         float stack[4096];
@@ -80,14 +89,7 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
         return rc;
     }
     if (!forced_generic && ck_has_avx2()) {
-        float (*fused)(const uint8_t *, const float *, int64_t) = NULL;
-        switch (type) {
-        case CK_Q4_0: fused = ck_dot_q4_0_avx2; break;
-        case CK_Q4_1: fused = ck_dot_q4_1_avx2; break;
-        case CK_Q5_0: fused = ck_dot_q5_0_avx2; break;
-        case CK_Q8_0: fused = ck_dot_q8_0_avx2; break;
-        default: break;
-        }
+        const fused_dot fused = fused_kernel(type);
         if (fused != NULL) {
             // Row-outer: the row stays in L1 while every sequence's activations pass over it.
             for (int64_t r = row_begin; r < row_end; r++) {
