@@ -81,8 +81,8 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
     if (!forced_generic && ck_has_avx2() && (fused_kernel(type) != NULL ? batch >= 8 : batch >= 2)) {
         // Expanding a row once beats re-decoding it per vector from about eight vectors on for the
         // fused types, and from two for the others (measured with contrail engine-bench).
-        float stack[4096];
-        float *buf = cols <= 4096 ? stack : (float *)malloc((size_t)cols * sizeof(float));
+        float stack[8192];
+        float *buf = 2 * cols <= 8192 ? stack : (float *)malloc((size_t)(2 * cols) * sizeof(float));
         if (buf == NULL) return -1;
         int rc = ck_matmul_expand_avx2(type, base, row_bytes, cols, x, x_stride, y, y_stride, batch, row_begin, row_end, buf);
         if (buf != stack) free(buf);

@@ -102,22 +102,27 @@ float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
     return hsum(acc);
 }
 
-/// Σ_c row[c]·x_b[c] for four activation vectors at once: each expanded row chunk is loaded once.
-static inline void dot4(const float *row, const float *x0, const float *x1, const float *x2, const float *x3, int64_t n,
-                        float *out) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+/// Two expanded rows against four activation vectors: 8 accumulators, 6 loads per 8 FMAs (a 2×4
+/// register block), so the loop is bound by FMA throughput rather than loads.
+static inline void dot2x4(const float *w0, const float *w1, const float *const x[4], int64_t n, float out[2][4]) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a02 = _mm256_setzero_ps(), a03 = _mm256_setzero_ps();
+    __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(), a12 = _mm256_setzero_ps(), a13 = _mm256_setzero_ps();
     int64_t c = 0;
     for (; c + 8 <= n; c += 8) {
-        const __m256 w = _mm256_loadu_ps(row + c);
-        a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x0 + c), a0);
-        a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x1 + c), a1);
-        a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x2 + c), a2);
-        a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x3 + c), a3);
+        const __m256 r0 = _mm256_loadu_ps(w0 + c), r1 = _mm256_loadu_ps(w1 + c);
+        __m256 v = _mm256_loadu_ps(x[0] + c);
+        a00 = _mm256_fmadd_ps(r0, v, a00), a10 = _mm256_fmadd_ps(r1, v, a10);
+        v = _mm256_loadu_ps(x[1] + c);
+        a01 = _mm256_fmadd_ps(r0, v, a01), a11 = _mm256_fmadd_ps(r1, v, a11);
+        v = _mm256_loadu_ps(x[2] + c);
+        a02 = _mm256_fmadd_ps(r0, v, a02), a12 = _mm256_fmadd_ps(r1, v, a12);
+        v = _mm256_loadu_ps(x[3] + c);
+        a03 = _mm256_fmadd_ps(r0, v, a03), a13 = _mm256_fmadd_ps(r1, v, a13);
     }
-    out[0] = hsum(a0), out[1] = hsum(a1), out[2] = hsum(a2), out[3] = hsum(a3);
-    for (; c < n; c++) {
-        out[0] += row[c] * x0[c], out[1] += row[c] * x1[c], out[2] += row[c] * x2[c], out[3] += row[c] * x3[c];
-    }
+    out[0][0] = hsum(a00), out[0][1] = hsum(a01), out[0][2] = hsum(a02), out[0][3] = hsum(a03);
+    out[1][0] = hsum(a10), out[1][1] = hsum(a11), out[1][2] = hsum(a12), out[1][3] = hsum(a13);
+    for (; c < n; c++)
+        for (int k = 0; k < 4; k++) out[0][k] += w0[c] * x[k][c], out[1][k] += w1[c] * x[k][c];
 }
 
 static inline float dot1(const float *row, const float *x, int64_t n) {
@@ -129,19 +134,28 @@ static inline float dot1(const float *row, const float *x, int64_t n) {
     return sum;
 }
 
-/// Batched rows for larger batches (prefill, many slots): expand each weight row once into `buf`
-/// (cols floats) and dot it with the activation vectors four at a time.
+/// Batched rows for larger batches (prefill, many slots): expand weight rows two at a time into `buf`
+/// (2 × cols floats) and multiply them with the activation vectors four at a time.
 int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
                           float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {
-    for (int64_t r = row_begin; r < row_end; r++) {
-        if (ck_dequantize(type, w + r * row_bytes, buf, cols) != 0) return -1;
+    float *b0 = buf, *b1 = buf + cols;
+    for (int64_t r = row_begin; r < row_end; r += 2) {
+        const int pair = r + 1 < row_end;
+        if (ck_dequantize(type, w + r * row_bytes, b0, cols) != 0) return -1;
+        if (pair && ck_dequantize(type, w + (r + 1) * row_bytes, b1, cols) != 0) return -1;
         int64_t b = 0;
-        float out[4];
-        for (; b + 4 <= batch; b += 4) {
-            dot4(buf, x + b * x_stride, x + (b + 1) * x_stride, x + (b + 2) * x_stride, x + (b + 3) * x_stride, cols, out);
-            for (int k = 0; k < 4; k++) y[(b + k) * y_stride + r] = out[k];
+        if (pair) {
+            float out[2][4];
+            for (; b + 4 <= batch; b += 4) {
+                const float *const xs[4] = {x + b * x_stride, x + (b + 1) * x_stride, x + (b + 2) * x_stride, x + (b + 3) * x_stride};
+                dot2x4(b0, b1, xs, cols, out);
+                for (int k = 0; k < 4; k++) y[(b + k) * y_stride + r] = out[0][k], y[(b + k) * y_stride + r + 1] = out[1][k];
+            }
         }
-        for (; b < batch; b++) y[b * y_stride + r] = dot1(buf, x + b * x_stride, cols);
+        for (; b < batch; b++) {
+            y[b * y_stride + r] = dot1(b0, x + b * x_stride, cols);
+            if (pair) y[b * y_stride + r + 1] = dot1(b1, x + b * x_stride, cols);
+        }
     }
     return 0;
 }
