@@ -23,8 +23,25 @@ int ck_has_avx2(void) {
 #endif
 }
 
-static int forced_generic = 0;
-void ck_force_generic(int on) { forced_generic = on; }
+int ck_has_avx512(void) {
+#if defined(__x86_64__)
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = ck_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+/// 0: best available, 1: portable only, 2: at most AVX2 (tests compare the variants).
+static int isa_limit = 0;
+void ck_set_isa_limit(int limit) { isa_limit = limit; }
+void ck_force_generic(int on) { isa_limit = on ? 1 : 0; }
+#define forced_generic (isa_limit == 1)
 
 int ck_dequantize(int type, const void *src, float *dst, int64_t n) {
 #if defined(__x86_64__)
@@ -37,11 +54,22 @@ float ck_dot_q4_0_avx2(const uint8_t *row, const float *x, int64_t blocks);
 float ck_dot_q4_1_avx2(const uint8_t *row, const float *x, int64_t blocks);
 float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks);
 float ck_dot_q8_0_avx2(const uint8_t *row, const float *x, int64_t blocks);
+float ck_dot_q4_0_avx512(const uint8_t *row, const float *x, int64_t blocks);
+float ck_dot_q4_1_avx512(const uint8_t *row, const float *x, int64_t blocks);
+float ck_dot_q8_0_avx512(const uint8_t *row, const float *x, int64_t blocks);
 
 /// The fused AVX2 dequantize-and-dot kernel of a type, or NULL when it has none.
 typedef float (*fused_dot)(const uint8_t *, const float *, int64_t);
 static fused_dot fused_kernel(int type) {
 #if defined(__x86_64__)
+    if (isa_limit == 0 && ck_has_avx512()) {
+        switch (type) {
+        case CK_Q4_0: return ck_dot_q4_0_avx512;
+        case CK_Q4_1: return ck_dot_q4_1_avx512;
+        case CK_Q8_0: return ck_dot_q8_0_avx512;
+        default: break;
+        }
+    }
     switch (type) {
     case CK_Q4_0: return ck_dot_q4_0_avx2;
     case CK_Q4_1: return ck_dot_q4_1_avx2;

@@ -46,11 +46,15 @@ struct KernelTests {
         let t = Int32(CPUKernels.ggmlType(type))
         ck_force_generic(1)
         _ = ck_matvec(t, weights, Int64(rowBytes), Int64(columns), x, &portable, 0, Int64(rows))
-        ck_force_generic(0)
-        _ = ck_matvec(t, weights, Int64(rowBytes), Int64(columns), x, &fast, 0, Int64(rows))
-        for r in 0..<rows {
-            #expect(abs(portable[r] - fast[r]) <= 1e-4 * max(1, abs(portable[r])), "\(type) row \(r): \(portable[r]) vs \(fast[r])")
+        // Each SIMD level the CPU has: at most AVX2, then the best (AVX-512 where present).
+        for limit: Int32 in ck_has_avx512() == 1 ? [2, 0] : [0] {
+            ck_set_isa_limit(limit)
+            _ = ck_matvec(t, weights, Int64(rowBytes), Int64(columns), x, &fast, 0, Int64(rows))
+            for r in 0..<rows {
+                #expect(abs(portable[r] - fast[r]) <= 1e-4 * max(1, abs(portable[r])), "\(type) limit \(limit) row \(r): \(portable[r]) vs \(fast[r])")
+            }
         }
+        ck_set_isa_limit(0)
         // And the portable kernel agrees with the Swift reference dequantizer (itself checked against gguf-py).
         var row = [Float](repeating: 0, count: columns)
         for r in 0..<rows {

@@ -47,6 +47,7 @@ public final class CPUEngine: Engine {
     public init(_ checkpoint: Checkpoint, slots: Int = 1, maxCacheLength: Int? = nil, maxPrefillLength: Int? = nil,
                 threads: Int = ServerConfig.cores) throws {
         pool = ThreadPool(threads: threads)
+        CPUKernels.applyISAOverride()
         let weights = try ModelWeights(checkpoint)
         self.weights = weights
         config = checkpoint.config
