@@ -16,11 +16,7 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline float h2f(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
+#include "kernels_x86.h"
 
 /// Σ_j q[j]·x[j] for 32 unsigned 4-bit values (low nibbles 0..15, high nibbles 16..31).
 static inline __m256 dot_nibbles(const uint8_t *qs, const float *x, __m256i offset) {
@@ -46,8 +42,8 @@ float ck_dot_q4_1_avx2(const uint8_t *row, const float *x, int64_t blocks) {
     const __m256i zero = _mm256_setzero_si256();
     for (int64_t b = 0; b < blocks; b++, row += 20, x += 32) {
         // value = q·d + m, so the block contributes d·Σq·x + m·Σx.
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(row)), dot_nibbles(row + 4, x, zero), acc);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(row + 2)), sum32(x), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(ck_h2f(row)), dot_nibbles(row + 4, x, zero), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(ck_h2f(row + 2)), sum32(x), acc);
     }
     return hsum(acc);
 }
@@ -56,7 +52,7 @@ float ck_dot_q4_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
     __m256 acc = _mm256_setzero_ps();
     const __m256i eight = _mm256_set1_epi32(8);
     for (int64_t b = 0; b < blocks; b++, row += 18, x += 32)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(row)), dot_nibbles(row + 2, x, eight), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(ck_h2f(row)), dot_nibbles(row + 2, x, eight), acc);
     return hsum(acc);
 }
 
@@ -72,7 +68,7 @@ float ck_dot_q8_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < blocks; b++, row += 34, x += 32) {
         const __m128i q0 = _mm_loadu_si128((const __m128i *)(row + 2)), q1 = _mm_loadu_si128((const __m128i *)(row + 18));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(row)), dot_i8x32(q0, q1, x), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(ck_h2f(row)), dot_i8x32(q0, q1, x), acc);
     }
     return hsum(acc);
 }
@@ -96,7 +92,7 @@ float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
         // Element j (0..31): low nibbles are 0..15, high nibbles 16..31; bit j of qh is its fifth bit.
         const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm_and_si128(q, mask));
         const __m256i v = _mm256_sub_epi8(_mm256_or_si256(nib, fifth_bits(qh)), _mm256_set1_epi8(16));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(row)),
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(ck_h2f(row)),
                               dot_i8x32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1), x), acc);
     }
     return hsum(acc);

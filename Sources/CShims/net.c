@@ -78,6 +78,11 @@ static int fail_closing(int fd) {
     return -1;
 }
 
+static void set_nodelay(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 int contrail_listen_tcp(const char *host, uint16_t port, int backlog) {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -100,10 +105,7 @@ int contrail_local_port(int fd) {
 
 int contrail_accept(int listen_fd) {
     int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
+    if (fd >= 0) set_nodelay(fd);
     return fd;
 }
 
@@ -112,8 +114,7 @@ int contrail_connect_tcp(const char *host, uint16_t port) {
     socklen_t len;
     int fd = tcp_socket(host, port, &ss, &len);
     if (fd < 0) return -1;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    set_nodelay(fd);
     if (connect(fd, (struct sockaddr *)&ss, len) != 0 && errno != EINPROGRESS) return fail_closing(fd);
     return fd;
 }

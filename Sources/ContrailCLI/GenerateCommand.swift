@@ -36,10 +36,7 @@ struct GenerateCommand: ParsableCommand {
             let tok = try Tokenizer.load(path: tokenizer ?? path)
             let text = chat ? tok.chatTemplate.render([ChatMessage(role: "user", content: prompt)]) : prompt
             let ids = tok.encode(text)
-            let engine: CPUEngine
-            do {
-                engine = try CPUEngine(checkpoint, slots: 1, maxCacheLength: ids.count + maxTokens + 1)
-            }
+            let engine = try CPUEngine(checkpoint, slots: 1, maxCacheLength: ids.count + maxTokens + 1)
             let sampling = SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed)
             let t0 = contrail_now_ns()
             let prefix: Prefix

@@ -78,11 +78,11 @@ public struct Sampler: Sendable {
         candidates.removeAll(keepingCapacity: true)
         let maxLogit = logits.max() ?? 0
         // min-p: drop tokens whose probability is below minP × the top probability.
-        let floor = params.minP > 0 ? maxLogit + t * Float.log(params.minP) : -Float.infinity
+        let floor = params.minP > 0 ? maxLogit + t * logf(params.minP) : -Float.infinity
         for i in 0..<logits.count where logits[i] >= floor { candidates.append((Int32(i), logits[i])) }
         candidates.sort { $0.logit > $1.logit }
         if params.topK > 0 && candidates.count > params.topK { candidates.removeLast(candidates.count - params.topK) }
-        var probs = candidates.map { Float.exp(($0.logit - maxLogit) / t) }
+        var probs = candidates.map { expf(($0.logit - maxLogit) / t) }
         var total = probs.reduce(0, +)
         if params.topP < 1 {
             var cumulative: Float = 0
@@ -106,13 +106,6 @@ public struct Sampler: Sendable {
     }
 }
 
-extension Float {
-    static func log(_ x: Float) -> Float { Float(Foundation_log(Double(x))) }
-    static func exp(_ x: Float) -> Float { Float(Foundation_exp(Double(x))) }
-}
-
 #if canImport(Glibc)
 import Glibc
-@inline(__always) func Foundation_log(_ x: Double) -> Double { Glibc.log(x) }
-@inline(__always) func Foundation_exp(_ x: Double) -> Double { Glibc.exp(x) }
 #endif

@@ -43,7 +43,6 @@ final class Connection: EventHandler, TickHandler {
     private var registeredEvents: UInt32 = 0
     private(set) var closed = false
     private var closeWhenFlushed = false
-    private var peerClosed = false
     private var inDrainCallback = false
     private var writeBlocked = false
     private var lastReadAt: UInt64
@@ -91,16 +90,12 @@ final class Connection: EventHandler, TickHandler {
                 lastReadAt = loop.now
                 received(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
                 if n < Self.readChunk { break }
-            } else if n == 0 {
-                peerClosed = true
-                handler?.connectionClosed()
+            } else if n == 0 || (errno != EAGAIN && errno != EINTR) {
+                // The client closed (or the socket failed): close() cancels what is in flight.
                 close()
                 return
             } else {
-                if errno == EAGAIN || errno == EINTR { break }
-                handler?.connectionClosed()
-                close()
-                return
+                break
             }
         }
         updateInterest()
@@ -259,7 +254,6 @@ final class Connection: EventHandler, TickHandler {
             } else if n < 0 && (errno == EAGAIN || errno == EINTR) {
                 break
             } else {
-                handler?.connectionClosed()
                 close()
                 return
             }
@@ -331,7 +325,6 @@ final class Connection: EventHandler, TickHandler {
         guard !closed else { return }
         let config = server.config
         if pendingOutput > 0 && Double(now - lastWriteProgressAt) / 1e9 > config.writeTimeout {
-            handler?.connectionClosed()
             close()
             return
         }

@@ -233,7 +233,6 @@ public final class CPUEngine: Engine {
 
 /// Activation buffers for up to `maxBatch` entries, allocated once (llama2.c's RunState).
 final class RunState {
-    let maxBatch: Int
     let maxCache: Int
     /// Row width of x/xb/xb2: max(dim, qDim).
     let width: Int
@@ -246,7 +245,6 @@ final class RunState {
             p.initialize(repeating: 0, count: max(n, 1))
             return p
         }
-        self.maxBatch = maxBatch
         self.maxCache = maxCache
         width = max(c.dim, c.qDim)
         x = buf(maxBatch * width); xb = buf(maxBatch * width); xb2 = buf(maxBatch * width)
@@ -267,7 +265,7 @@ final class RunState {
         let global = !c.isLocal(layer: l)
         if case .linear(let factor) = c.ropeScaling, global || c.architecture != .gemma3 { p /= factor }
         for i in 0..<half {
-            var freq = 1 / Foundation_pow(theta, Double(2 * i) / Double(c.headDim))
+            var freq = 1 / pow(theta, Double(2 * i) / Double(c.headDim))
             if case .llama3(let factor, let low, let high, let original) = c.ropeScaling {
                 let wavelength = 2 * Double.pi / freq
                 let lowWavelength = Double(original) / low, highWavelength = Double(original) / high
@@ -280,8 +278,8 @@ final class RunState {
             } else if let f = frequencyFactors {
                 freq /= Double(f[i])
             }
-            cos[i] = Float(Foundation_cos(p * freq))
-            sin[i] = Float(Foundation_sin(p * freq))
+            cos[i] = Float(Glibc.cos(p * freq))
+            sin[i] = Float(Glibc.sin(p * freq))
         }
     }
 }
@@ -335,9 +333,3 @@ final class NormVectors {
         m.scales == nil ? nil : UnsafePointer(scaleTable[m.tensor.name])
     }
 }
-
-#if canImport(Glibc)
-@inline(__always) func Foundation_pow(_ a: Double, _ b: Double) -> Double { Glibc.pow(a, b) }
-@inline(__always) func Foundation_cos(_ a: Double) -> Double { Glibc.cos(a) }
-@inline(__always) func Foundation_sin(_ a: Double) -> Double { Glibc.sin(a) }
-#endif

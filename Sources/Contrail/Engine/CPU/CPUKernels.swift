@@ -34,18 +34,6 @@ enum CPUKernels {
         }
     }
 
-    /// y = W·x for a [rows, cols] weight (int8 weights scaled per output row), rows split across `pool`.
-    static func matvec(_ w: WeightMatrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, scales: UnsafePointer<Float>?,
-                       pool: ThreadPool) {
-        let t = w.tensor
-        let type = ggmlType(t.type)
-        // Below ~64K weights a split costs more than it saves.
-        pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns))) { r in
-            _ = ck_matvec(type, t.data, Int64(t.rowBytes), Int64(t.columns), x, y, Int64(r.lowerBound), Int64(r.upperBound))
-            if let scales { for i in r { y[i] *= scales[i] } }
-        }
-    }
-
     /// Y[b] = W·X[b] for `batch` vectors (X rows `xStride` apart, Y rows `yStride` apart), reading each
     /// weight row once for the whole batch; rows split across `pool`.
     static func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, xStride: Int, _ y: UnsafeMutablePointer<Float>, yStride: Int,

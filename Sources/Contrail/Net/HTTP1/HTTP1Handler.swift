@@ -151,7 +151,6 @@ final class HTTP1Exchange: ResponseSink {
     var keepAlive: Bool
     var writer: ResponseWriter?
     private var chunked = false
-    private var closeDelimited = false
     private var done = false
 
     init(handler: HTTP1Handler, version: HTTPVersion, isHead: Bool, keepAlive: Bool) {
@@ -204,7 +203,7 @@ final class HTTP1Exchange: ResponseSink {
                 chunked = true
                 h += Array("transfer-encoding: chunked\r\n".utf8)
             } else {
-                closeDelimited = true
+                // HTTP/1.0 has no chunked coding: the body ends when the connection closes.
                 keepAlive = false
             }
         }

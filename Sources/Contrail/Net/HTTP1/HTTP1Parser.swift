@@ -108,9 +108,9 @@ struct HTTP1Parser {
             if s > start { scanned = max(scanned, s) }
             guard let end = findHeadEnd(from: s) else {
                 let pending = buffer.count - s
-                if let lineEnd = findLF(from: s), lineEnd - s > limits.maxTargetBytes + 32 {
-                    return (.error(status: 414, message: "request target too long"), 0, false)
-                } else if findLF(from: s) == nil && pending > limits.maxTargetBytes + 32 {
+                // The request line alone (complete or still arriving) is too long: 414.
+                let requestLine = findLF(from: s).map { $0 - s } ?? pending
+                if requestLine > limits.maxTargetBytes + 32 {
                     return (.error(status: 414, message: "request target too long"), 0, false)
                 }
                 if pending > limits.maxHeaderBytes { return (.error(status: 431, message: "request header fields too large"), 0, false) }
@@ -448,15 +448,5 @@ struct HTTP1Parser {
         case 0x61...0x66: return Int(c - 0x61 + 10)
         default: return nil
         }
-    }
-}
-
-extension StringProtocol {
-    func trimmingCharacters(_ set: String) -> String {
-        let chars = Set(set)
-        var s = Substring(self)
-        while let f = s.first, chars.contains(f) { s = s.dropFirst() }
-        while let l = s.last, chars.contains(l) { s = s.dropLast() }
-        return String(s)
     }
 }
