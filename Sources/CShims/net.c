@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -146,3 +147,9 @@ uint64_t contrail_now_ns(void) {
 }
 
 int contrail_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+void contrail_set_thread_name(const char *name) {
+    char short_name[16];
+    snprintf(short_name, sizeof short_name, "%s", name);
+    pthread_setname_np(pthread_self(), short_name);
+}

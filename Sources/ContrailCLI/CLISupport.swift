@@ -30,9 +30,4 @@ func formatBytes(_ n: Int) -> String {
     return "\(n) B"
 }
 
-func format1(_ x: Double) -> String {
-    let r = (x * 10).rounded() / 10
-    return r == r.rounded() ? "\(Int(r)).0" : "\(r)"
-}
-
 func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import CShims
 import Contrail
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -8,9 +10,52 @@ import Glibc
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve the JetStream HTTP and gRPC APIs.",
-        discussion: "Every port speaks HTTP/1.1, HTTP/2 (h2c) and, with --tls-cert/--tls-key, TLS with ALPN; all routes answer on all ports. SIGTERM drains in-flight requests and exits 0.")
+        abstract: "Serve a model over the JetStream HTTP and gRPC APIs.",
+        discussion: """
+            With no flags it serves the SmolLM2 fixture. Every port speaks HTTP/1.1, HTTP/2 (h2c) and, with \
+            --tls-cert/--tls-key, TLS with ALPN; all routes answer on all ports. The server listens at once and \
+            reports not-ready (/healthcheck 503) until the model is loaded and warmed up. SIGTERM flips readiness, \
+            lets in-flight requests finish within --shutdown-grace, and exits 0.
+            jetstream-pytorch's flags are accepted as aliases: --checkpoint_path, --tokenizer_path, --batch_size, \
+            --max_cache_length, --model_name, --quantize_weights, --quantize_kv_cache.
+            """)
 
+    // Model
+    @Option(name: [.customLong("model"), .customLong("checkpoint_path")], help: "Model file or checkpoint directory (default: the SmolLM2 fixture).")
+    var model: String?
+    @Option(name: [.customLong("tokenizer"), .customLong("tokenizer_path")], help: "Tokenizer file (default: the one inside the GGUF model).")
+    var tokenizer: String?
+    @Option(name: [.customLong("model-name"), .customLong("model_name")], help: "Name for logs and the metrics' model_name label (default: the file name).")
+    var modelName: String?
+    @Option(name: .long, help: "Backend: cpu.") var backend = "cpu"
+    @Option(name: .long, help: "Compute threads for the CPU backend (default: one per core).") var threads: Int?
+    @Option(name: .customLong("quantize_weights"), help: .hidden) var quantizeWeights: String?
+    @Option(name: .customLong("quantize_kv_cache"), help: .hidden) var quantizeKVCache: String?
+
+    // Scheduling
+    @Option(name: [.customLong("batch-size"), .customLong("batch_size")], help: "Decode slots (concurrent generations).")
+    var batchSize = 16
+    @Option(name: [.customLong("max-cache-length"), .customLong("max_cache_length")], help: "Prompt plus generated tokens per slot.")
+    var maxCacheLength = 1024
+    @Option(name: .long, help: "Longest prompt, in tokens (default: half the cache length).") var maxPrefillLength: Int?
+    @Option(name: .long, help: "Requests accepted beyond the slots; more get 503 / RESOURCE_EXHAUSTED at once.") var maxQueued = 64
+    @Option(name: .long, help: "Who goes first when both could run: prefill (lowest time to first token) or decode (steadiest token rate).")
+    var priority = "prefill"
+    @Option(name: .long, help: "With --priority decode: decode steps after which waiting requests are prefilled anyway.")
+    var maxWaitingSteps = 16
+    @Option(name: .long, help: "Prefill threads.") var prefillThreads = 1
+
+    // Default sampling for APIs without sampling fields (JetStream's are greedy).
+    @Option(name: .long, help: "Default sampling temperature (0: greedy).") var temperature: Float = 0
+    @Option(name: .long, help: "Default top-k (0: off).") var topK = 0
+    @Option(name: .long, help: "Default top-p.") var topP: Float = 1
+    @Option(name: .long, help: "Default min-p.") var minP: Float = 0
+    @Option(name: .long, help: "Default sampling seed.") var seed: UInt64 = 0
+    @Option(name: .long, help: ArgumentHelp("How JetStream text prompts reach the model: raw (as JetStream), chat (wrapped in the model's chat template as a user message), or auto.",
+                                            discussion: "auto: chat for models that ship a chat template, unless the prompt already contains control tokens; raw otherwise."))
+    var promptFormat = "auto"
+
+    // Network
     @Option(name: .long, help: "Address to listen on.") var host = "0.0.0.0"
     @Option(name: .long, help: "HTTP port (JetStream's jetstream-http: 8000).") var httpPort = 8000
     @Option(name: .long, help: "gRPC port (JetStream: 9000).") var grpcPort = 9000
@@ -34,9 +79,37 @@ struct ServeCommand: ParsableCommand {
         }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if let n = ioThreads, n < 1 { throw ValidationError("--io-threads must be at least 1") }
+        if let n = threads, n < 1 { throw ValidationError("--threads must be at least 1") }
+        if backend != "cpu" { throw ValidationError("--backend \(backend) is not available; this build serves with --backend cpu") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if maxCacheLength < 2 { throw ValidationError("--max-cache-length must be at least 2") }
+        if let p = maxPrefillLength, p < 1 || p >= maxCacheLength {
+            throw ValidationError("--max-prefill-length must be between 1 and --max-cache-length - 1 (\(maxCacheLength - 1))")
+        }
+        if maxQueued < 0 { throw ValidationError("--max-queued must not be negative") }
+        if Scheduler.Priority(rawValue: priority) == nil { throw ValidationError("--priority must be prefill or decode") }
+        if maxWaitingSteps < 1 { throw ValidationError("--max-waiting-steps must be at least 1") }
+        if prefillThreads < 1 { throw ValidationError("--prefill-threads must be at least 1") }
+        if GenerationRequest.PromptFormat(rawValue: promptFormat) == nil { throw ValidationError("--prompt-format must be raw, chat or auto") }
+        if temperature < 0 { throw ValidationError("--temperature must not be negative") }
+        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
+        if let q = quantizeWeights, Self.flagValue(q) == nil { throw ValidationError("--quantize_weights expects True or False, got \(q)") }
+        if let q = quantizeKVCache {
+            guard let on = Self.flagValue(q) else { throw ValidationError("--quantize_kv_cache expects True or False, got \(q)") }
+            if on { throw ValidationError("--quantize_kv_cache=True: the int8 KV cache is not available yet; the cache is f32") }
+        }
+    }
+
+    static func flagValue(_ s: String) -> Bool? {
+        switch s.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no": return false
+        default: return nil
+        }
     }
 
     func run() throws {
+        let startedAt = contrail_now_ns()
         var config = ServerConfig()
         config.host = host
         config.ports = httpPort == grpcPort ? [httpPort] : [httpPort, grpcPort]
@@ -51,11 +124,21 @@ struct ServeCommand: ParsableCommand {
         config.shutdownGrace = shutdownGrace
         if let cert = tlsCert, let key = tlsKey { config.tls = TLSConfig(certificatePath: cert, keyPath: key) }
 
+        let path = model ?? ModelLocation.defaultModel
+        guard access(path, R_OK) == 0 else {
+            throw fail("cannot read model \(path)" + (model == nil ? " (run `make fixtures` to download the default model)" : ""))
+        }
+        let name = modelName ?? String(path.split(separator: "/").last ?? "model")
         let state = ServerState(.starting)
+        let sampling = SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed)
+        let service = ModelService(state: state, metrics: Metrics(modelName: name), defaultSampling: sampling,
+                                   promptFormat: GenerationRequest.PromptFormat(rawValue: promptFormat) ?? .auto)
         let router = Router()
         let grpc = GRPCServer(maxMessageBytes: grpcMaxMessageBytes)
         router.grpc = grpc
         HealthAPI.install(on: router, grpc: grpc, state: state)
+        JetStreamAPI.install(on: router, grpc: grpc, service: service)
+        MetricsAPI.install(on: router, service: service)
         if testServices { TestService.install(on: router, grpc: grpc) }
 
         let signals = Server.blockTerminationSignals()
@@ -68,17 +151,77 @@ struct ServeCommand: ParsableCommand {
         }
         let ports = server.boundPorts.map { ":\($0)" }.joined(separator: " and ")
         log("listening on \(host)\(ports) (HTTP/1.1, h2c\(config.tls != nil ? ", TLS" : "")), \(config.ioThreads) I/O threads")
-        // No engine yet: the server is ready as soon as it listens.
-        state.set(.ready)
+
+        // Load and warm up off the main thread, which waits for signals; probes answer 503 meanwhile.
+        state.set(.loading)
+        let loadError = Mutex<String?>(nil)
+        let loader = JoinableThread(name: "loader") { [self] in
+            do {
+                let o = try load(path: path, name: name, service: service, startedAt: startedAt)
+                service.attach(o)
+                // A SIGTERM during loading wins: stay draining.
+                if state.current != .draining { state.set(.ready) }
+                service.metrics.setStartupLatency(Double(contrail_now_ns() - startedAt) / 1e9)
+                log("ready: serving \(name) (\(o.engine.slotCount) slots, cache \(o.engine.maxCacheLength), prefill ≤ \(o.engine.maxPrefillLength) tokens)")
+            } catch {
+                loadError.withLock { $0 = "\(error)" }
+                log("error: cannot serve \(path): \(error)")
+                kill(getpid(), SIGTERM)
+            }
+        }
         let signal = server.runUntilSignal(signalFd: signals) {
             state.set(.draining)
-            log("draining (grace \(Int(shutdownGrace)) s)")
+            service.orchestrator?.drain()
+            if loadError.withLock({ $0 }) == nil { log("draining (grace \(Int(shutdownGrace)) s)") }
         }
+        loader.join()
+        service.orchestrator?.shutdown()
+        if let error = loadError.withLock({ $0 }) { throw fail(error) }
         log("\(signal == SIGINT ? "SIGINT" : "SIGTERM"): stopped")
+    }
+
+    /// Opens the checkpoint and tokenizer, builds the engine, warms it up and starts the pipeline.
+    func load(path: String, name: String, service: ModelService, startedAt: UInt64) throws -> Orchestrator {
+        let t0 = contrail_now_ns()
+        log("loading \(path)")
+        let checkpoint = try Checkpoint.open(path)
+        let tok = try Tokenizer.load(path: tokenizer ?? path)
+        guard tok.vocabSize <= checkpoint.config.vocabSize else {
+            throw ServeError("tokenizer \(tokenizer ?? path) has \(tok.vocabSize) tokens but the model's vocabulary is \(checkpoint.config.vocabSize)")
+        }
+        let cache = min(maxCacheLength, checkpoint.config.contextLength)
+        let engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache,
+                                   maxPrefillLength: min(maxPrefillLength ?? max(1, cache / 2), cache - 1),
+                                   threads: threads ?? ServerConfig.cores)
+        let loadSeconds = Double(contrail_now_ns() - t0) / 1e9
+        service.metrics.setModelLoadTime(loadSeconds)
+        log("loaded \(checkpoint.config.architecture) in \(format1(loadSeconds)) s (\(checkpoint.config.layerCount) layers, vocabulary \(tok.vocabSize))")
+        if promptFormat == "auto" {
+            log(tok.hasChatTemplate ? "text prompts: wrapped in the model's \(tok.family.rawValue) chat template (an instruct model; --prompt-format raw sends them as is)"
+                                    : "text prompts: raw (the model has no chat template)")
+        }
+        service.state.set(.warming)
+        var serving = ServingConfig()
+        serving.maxQueued = maxQueued
+        serving.priority = Scheduler.Priority(rawValue: priority) ?? .prefill
+        serving.maxWaitingSteps = maxWaitingSteps
+        serving.prefillThreads = prefillThreads
+        let orchestrator = Orchestrator(engine: engine, tokenizer: tok, config: serving, metrics: service.metrics, log: log)
+        let t1 = contrail_now_ns()
+        try orchestrator.warmUp()
+        log("warmed up in \(format1(Double(contrail_now_ns() - t1) / 1e9)) s (prefill buckets \(orchestrator.buckets.map(String.init).joined(separator: ",")))")
+        orchestrator.start()
+        return orchestrator
     }
 }
 
-func log(_ message: String) {
+struct ServeError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Log lines on stderr, prefixed so they stand out among other processes' output.
+@Sendable func log(_ message: String) {
     let line = "contrail: \(message)\n"
     line.withCString { _ = write(2, $0, strlen($0)) }
 }

@@ -38,6 +38,9 @@ void contrail_ignore_sigpipe(void);
 /// Thread-safe monotonic nanoseconds.
 uint64_t contrail_now_ns(void);
 
+/// Names the calling thread (first 15 bytes) for top, perf and gdb.
+void contrail_set_thread_name(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,13 +9,25 @@ public protocol Engine: AnyObject {
     /// Prompt plus generated tokens per slot.
     var maxCacheLength: Int { get }
 
-    /// Runs the prompt and samples its first token.
-    func prefill(_ tokens: [Int32], sampling: SamplingParams) throws -> Prefix
+    /// Shape-specialising backends (PJRT) compile one program per prefill length, so the serving layer
+    /// pads prompts to length buckets and warms every bucket; the CPU backend runs any length as is.
+    var compilesPerShape: Bool { get }
+
+    /// Runs the first `trueLength` tokens of `tokens` (the rest is padding up to a length bucket) and
+    /// samples the first generated token.
+    func prefill(_ tokens: [Int32], trueLength: Int, sampling: SamplingParams) throws -> Prefix
     /// Places a prefix into a free slot; generation continues from its first token.
     func insert(_ prefix: Prefix, slot: Int) throws
     /// One decode step over every live slot: the next token of each.
     func generate() throws -> [SlotToken]
     func free(slot: Int)
+}
+
+extension Engine {
+    /// A prompt without padding.
+    public func prefill(_ tokens: [Int32], sampling: SamplingParams) throws -> Prefix {
+        try prefill(tokens, trueLength: tokens.count, sampling: sampling)
+    }
 }
 
 /// A prefilled prompt: its KV cache (backend-specific storage), length and first sampled token.

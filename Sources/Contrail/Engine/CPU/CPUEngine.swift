@@ -66,7 +66,11 @@ public final class CPUEngine: Engine {
 
     // MARK: Engine
 
-    public func prefill(_ tokens: [Int32], sampling: SamplingParams) throws -> Prefix {
+    public var compilesPerShape: Bool { false }
+
+    public func prefill(_ padded: [Int32], trueLength: Int, sampling: SamplingParams) throws -> Prefix {
+        // Padding is never computed: causal attention means it cannot change the real positions.
+        let tokens = Array(padded.prefix(max(0, trueLength)))
         guard !tokens.isEmpty else { throw EngineError.emptyPrompt }
         guard tokens.count <= maxPrefillLength else { throw EngineError.promptTooLong(tokens.count, max: maxPrefillLength) }
         for t in tokens where t < 0 || Int(t) >= config.vocabSize { throw EngineError.tokenOutOfRange(t, vocab: config.vocabSize) }

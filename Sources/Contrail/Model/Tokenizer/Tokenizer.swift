@@ -33,6 +33,8 @@ public final class Tokenizer: Sendable {
     public let stopIds: Set<Int32>
     /// Where the tokenizer came from, for messages.
     public let source: String
+    /// The model file ships a chat template: an instruct / chat model.
+    public let hasChatTemplate: Bool
 
     init(vocabulary: Vocabulary, model: any TokenizerModel, specialTokens: [(String, Int32)], bosId: Int32?, eosId: Int32?,
          addsBOS: Bool, stripsLeadingSpace: Bool, source: String, jinjaTemplate: String? = nil) {
@@ -61,6 +63,7 @@ public final class Tokenizer: Sendable {
         }
         stopIds = stops
         chatTemplate = ChatTemplate(family: family, jinja: jinjaTemplate)
+        hasChatTemplate = jinjaTemplate != nil
     }
 
     public var vocabSize: Int { vocabulary.count }
@@ -133,6 +136,9 @@ public struct StreamingDetokenizer: Sendable {
         }
         return drain(final: false)
     }
+
+    /// Bytes of an incomplete character are being held.
+    public var hasPending: Bool { !pending.isEmpty }
 
     /// Flushes held bytes at the end of a stream (an incomplete character becomes U+FFFD).
     public mutating func finish() -> String { drain(final: true) }
