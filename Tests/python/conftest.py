@@ -22,11 +22,14 @@ def free_port():
 
 
 class ServerProcess:
-    def __init__(self, extra=(), tls=None):
+    """`contrail serve` on free ports. It listens at once; with `wait_ready` the constructor also waits
+    until /healthcheck says the model is loaded and warmed up."""
+
+    def __init__(self, extra=(), tls=None, wait_ready=True, test_services=True):
         self.http_port = free_port()
         self.grpc_port = free_port()
         args = [BIN, "serve", "--host", "127.0.0.1", "--http-port", str(self.http_port),
-                "--grpc-port", str(self.grpc_port), "--test-services", *extra]
+                "--grpc-port", str(self.grpc_port), *(["--test-services"] if test_services else []), *extra]
         if tls:
             args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.log = tempfile.NamedTemporaryFile(prefix="contrail-serve-", suffix=".log", delete=False)
@@ -37,10 +40,26 @@ class ServerProcess:
                 raise RuntimeError(f"contrail serve exited {self.proc.returncode}: {self.output()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2):
-                    return
+                    break
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("contrail serve did not start listening")
+        else:
+            raise RuntimeError("contrail serve did not start listening")
+        if wait_ready:
+            self.wait_ready(deadline)
+
+    def wait_ready(self, deadline=None):
+        deadline = deadline or time.time() + 60
+        while time.time() < deadline + 40:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"contrail serve exited {self.proc.returncode}: {self.output()}")
+            try:
+                if self.get("/healthcheck")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"contrail serve did not become ready: {self.output()}")
 
     def output(self):
         with open(self.log.name, errors="replace") as f:
