@@ -61,6 +61,10 @@ class ServerProcess:
             time.sleep(0.05)
         raise RuntimeError(f"contrail serve did not become ready: {self.output()}")
 
+    @staticmethod
+    def bin():
+        return BIN
+
     def output(self):
         with open(self.log.name, errors="replace") as f:
             return f.read()

@@ -157,6 +157,7 @@ public final class Orchestrator: @unchecked Sendable {
         var ids: [Int32]
         switch request.prompt {
         case .text(let text):
+            guard !text.isEmpty else { throw .invalidRequest("the prompt is empty") }
             ids = tokenizer.encode(text, addBOS: request.hasBOS ? false : nil)
             if wrapsInChat(request.promptFormat, ids) {
                 ids = tokenizer.encode(tokenizer.chatTemplate.render([ChatMessage(role: "user", content: text)]),
