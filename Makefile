@@ -10,7 +10,7 @@ DEFAULT_MODEL := $(CONTRAIL_HOME)/fixtures/SmolLM2-135M-Instruct.Q4_1.gguf
 
 FUZZ_SECONDS ?= 30
 
-.PHONY: bench-engine bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
+.PHONY: soak bench-batching bench-engine bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
 
 ## Debian packages: libnghttp2, OpenSSL, protobuf-c (+ protoc-c), sentencepiece.
 deps:
@@ -69,7 +69,7 @@ fuzz: deps
 	.build/fuzz-http1 -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 .build/fuzz-corpus 2>&1 | tail -4
 
 ## The network tests against a ThreadSanitizer (or AddressSanitizer) build of the server.
-test-tsan: test-deps venv
+test-tsan: test-deps venv fixtures
 	swift build --sanitize=thread --scratch-path .build-tsan
 	cd Tests/python && CONTRAIL_BIN=$(CURDIR)/.build-tsan/debug/contrail TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
 	  ../../$(PY) -m pytest -q -p no:cacheprovider -k "not h2load and not wrk"
@@ -83,15 +83,20 @@ test-swift: deps venv fixtures references check-proto
 	swift test --disable-xctest 2>&1 | tee .build/test.log
 
 ## Real server process, real clients (curl, nghttp, h2load, wrk, h2, grpcio) on loopback.
-test-python: test-deps venv build
+test-python: test-deps venv fixtures build
 	cd Tests/python && ../../$(PY) -m pytest -q -p no:cacheprovider 2>&1 | tee ../../.build/pytest.log
 
-## Until the engine and serving issues land, this shows the default model and its tokenizer, then serves
-## the health endpoints (HTTP :8000, gRPC :9000) until Ctrl-C.
+## Serves the default model (SmolLM2-135M-Instruct) on HTTP :8000 and gRPC :9000 until Ctrl-C.
 serve: release fixtures
-	.build/release/contrail inspect --no-tensors $(DEFAULT_MODEL)
-	.build/release/contrail tokenize --chat --pieces "What is the capital of France?"
-	.build/release/contrail serve
+	.build/release/contrail serve --model $(DEFAULT_MODEL)
+
+## Memory under a bounded stream of mixed requests (SOAK_REQUESTS, default 2000); fails if RSS keeps growing.
+soak: test-deps venv fixtures release
+	$(PY) scripts/soak.py
+
+## Continuous batching: output tokens/s of 16 concurrent streams vs 1 (release server); prints the ratio.
+bench-batching: venv fixtures release
+	$(PY) scripts/bench_batching.py
 
 clean:
 	rm -rf .build $(VENV)

@@ -102,6 +102,9 @@ int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
 int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
                           float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf);
 
+int ck_matmul_expand_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
+                            float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf);
+
 int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride, float *y,
               int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end) {
     const uint8_t *base = (const uint8_t *)w;
@@ -109,10 +112,13 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
     if (!forced_generic && ck_has_avx2() && (fused_kernel(type) != NULL ? batch >= 8 : batch >= 2)) {
         // Expanding a row once beats re-decoding it per vector from about eight vectors on for the
         // fused types, and from two for the others (measured with contrail engine-bench).
-        float stack[8192];
-        float *buf = 2 * cols <= 8192 ? stack : (float *)malloc((size_t)(2 * cols) * sizeof(float));
+        const int wide = isa_limit == 0 && ck_has_avx512();
+        const int64_t need = (wide ? 4 : 2) * cols;
+        float stack[16384];
+        float *buf = need <= 16384 ? stack : (float *)malloc((size_t)need * sizeof(float));
         if (buf == NULL) return -1;
-        int rc = ck_matmul_expand_avx2(type, base, row_bytes, cols, x, x_stride, y, y_stride, batch, row_begin, row_end, buf);
+        int rc = wide ? ck_matmul_expand_avx512(type, base, row_bytes, cols, x, x_stride, y, y_stride, batch, row_begin, row_end, buf)
+                      : ck_matmul_expand_avx2(type, base, row_bytes, cols, x, x_stride, y, y_stride, batch, row_begin, row_end, buf);
         if (buf != stack) free(buf);
         return rc;
     }

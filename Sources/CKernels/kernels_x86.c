@@ -98,6 +98,74 @@ float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
     return hsum(acc);
 }
 
+/// Eight consecutive bytes of `v` (from byte `at`) as f32, unsigned or signed.
+static inline __m256 u8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+static inline __m256 i8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+/// Writes 32 values q·d + m from the low (elements 0..15) and high (16..31) nibbles of `qs`.
+static inline void expand_nibbles(const uint8_t *qs, __m256 d, __m256 m, float *y) {
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+    _mm256_storeu_ps(y, _mm256_fmadd_ps(u8x8(lo), d, m));
+    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(u8x8(_mm_srli_si128(lo, 8)), d, m));
+    _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(u8x8(hi), d, m));
+    _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), d, m));
+}
+
+/// Expands one row of a 32-element block type to f32 with SIMD (the scalar ck_dequantize costs as much
+/// as the matrix product it feeds for batched decode). Returns -1 for types it does not cover.
+int ck_dequantize_row_avx2(int type, const uint8_t *w, float *y, int64_t cols) {
+    const int64_t blocks = cols / 32;
+    if (cols % 32 != 0) return -1;
+    switch (type) {
+    case CK_Q4_0:
+        for (int64_t b = 0; b < blocks; b++, w += 18, y += 32) {
+            const __m256 d = _mm256_set1_ps(ck_h2f(w));
+            expand_nibbles(w + 2, d, _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)), y);
+        }
+        return 0;
+    case CK_Q4_1:
+        for (int64_t b = 0; b < blocks; b++, w += 20, y += 32)
+            expand_nibbles(w + 4, _mm256_set1_ps(ck_h2f(w)), _mm256_set1_ps(ck_h2f(w + 2)), y);
+        return 0;
+    case CK_Q8_0:
+        for (int64_t b = 0; b < blocks; b++, w += 34, y += 32) {
+            const __m256 d = _mm256_set1_ps(ck_h2f(w));
+            const __m128i q0 = _mm_loadu_si128((const __m128i *)(w + 2)), q1 = _mm_loadu_si128((const __m128i *)(w + 18));
+            _mm256_storeu_ps(y, _mm256_mul_ps(i8x8(q0), d));
+            _mm256_storeu_ps(y + 8, _mm256_mul_ps(i8x8(_mm_srli_si128(q0, 8)), d));
+            _mm256_storeu_ps(y + 16, _mm256_mul_ps(i8x8(q1), d));
+            _mm256_storeu_ps(y + 24, _mm256_mul_ps(i8x8(_mm_srli_si128(q1, 8)), d));
+        }
+        return 0;
+    case CK_Q5_0:
+        for (int64_t b = 0; b < blocks; b++, w += 22, y += 32) {
+            const __m256 d = _mm256_set1_ps(ck_h2f(w));
+            uint32_t qh;
+            memcpy(&qh, w + 2, 4);
+            // Bytes 0..31 of `bits` are 0x10 where the element's fifth bit is set.
+            const __m256i bits = fifth_bits(qh);
+            const __m128i q = _mm_loadu_si128((const __m128i *)(w + 6));
+            const __m128i mask = _mm_set1_epi8(0x0F);
+            const __m128i lo = _mm_or_si128(_mm_and_si128(q, mask), _mm256_castsi256_si128(bits));
+            const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm256_extracti128_si256(bits, 1));
+            const __m256 m = _mm256_mul_ps(d, _mm256_set1_ps(-16.0f));
+            _mm256_storeu_ps(y, _mm256_fmadd_ps(u8x8(lo), d, m));
+            _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(u8x8(_mm_srli_si128(lo, 8)), d, m));
+            _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(u8x8(hi), d, m));
+            _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), d, m));
+        }
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+int ck_expand_row(int type, const uint8_t *w, float *y, int64_t cols) {
+    return ck_dequantize_row_avx2(type, w, y, cols) == 0 ? 0 : ck_dequantize(type, w, y, cols);
+}
+
 /// Two expanded rows against four activation vectors: 8 accumulators, 6 loads per 8 FMAs (a 2×4
 /// register block), so the loop is bound by FMA throughput rather than loads.
 static inline void dot2x4(const float *w0, const float *w1, const float *const x[4], int64_t n, float out[2][4]) {
@@ -137,8 +205,8 @@ int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t
     float *b0 = buf, *b1 = buf + cols;
     for (int64_t r = row_begin; r < row_end; r += 2) {
         const int pair = r + 1 < row_end;
-        if (ck_dequantize(type, w + r * row_bytes, b0, cols) != 0) return -1;
-        if (pair && ck_dequantize(type, w + (r + 1) * row_bytes, b1, cols) != 0) return -1;
+        if (ck_expand_row(type, w + r * row_bytes, b0, cols) != 0) return -1;
+        if (pair && ck_expand_row(type, w + (r + 1) * row_bytes, b1, cols) != 0) return -1;
         int64_t b = 0;
         if (pair) {
             float out[2][4];

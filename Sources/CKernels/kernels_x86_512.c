@@ -48,5 +48,71 @@ float ck_dot_q8_0_avx512(const uint8_t *row, const float *x, int64_t blocks) {
     return _mm512_reduce_add_ps(acc);
 }
 
+/// Expands one weight row to f32 (SIMD for the 32-element block types); in kernels_x86.c.
+int ck_expand_row(int type, const uint8_t *w, float *y, int64_t cols);
+
+/// R expanded rows · T activation vectors. Each (row, vector) pair has its own 16-lane accumulator
+/// summed over the columns in order (the last partial chunk masked) and reduced the same way, so every
+/// grouping gives bit-identical results: a sequence's logits do not depend on its batch neighbours.
+static inline __attribute__((always_inline)) void dots512(const int R, const int T, const float *const *w,
+                                                          const float *const *x, int64_t n, float *out) {
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        __m512 wv[4];
+        for (int r = 0; r < R; r++) wv[r] = _mm512_loadu_ps(w[r] + c);
+        for (int t = 0; t < T; t++) {
+            const __m512 xv = _mm512_loadu_ps(x[t] + c);
+            for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    if (c < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - c)) - 1);
+        __m512 wv[4];
+        for (int r = 0; r < R; r++) wv[r] = _mm512_maskz_loadu_ps(m, w[r] + c);
+        for (int t = 0; t < T; t++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x[t] + c);
+            for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) out[r * T + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/// Batched rows (prefill chunks, many decode slots): expand four weight rows into `buf` (4 × cols
+/// floats, reused from L1/L2) and multiply them with the activation vectors four at a time — a 4×4
+/// register block of 16-lane FMAs, 8 loads per 16 FMAs.
+int ck_matmul_expand_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
+                            float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {
+    for (int64_t r = row_begin; r < row_end; r += 4) {
+        const int rows = row_end - r < 4 ? (int)(row_end - r) : 4;
+        const float *wr[4];
+        for (int i = 0; i < rows; i++) {
+            if (ck_expand_row(type, w + (r + i) * row_bytes, buf + i * cols, cols) != 0) return -1;
+            wr[i] = buf + i * cols;
+        }
+        int64_t b = 0;
+        if (rows == 4) {
+            for (; b + 4 <= batch; b += 4) {
+                const float *const xs[4] = {x + b * x_stride, x + (b + 1) * x_stride, x + (b + 2) * x_stride, x + (b + 3) * x_stride};
+                float out[16];
+                dots512(4, 4, wr, xs, cols, out);
+                for (int i = 0; i < 4; i++)
+                    for (int t = 0; t < 4; t++) y[(b + t) * y_stride + r + i] = out[i * 4 + t];
+            }
+        }
+        for (; b < batch; b++) {
+            const float *const xs[1] = {x + b * x_stride};
+            for (int i = 0; i < rows; i++) {
+                const float *const wi[1] = {wr[i]};
+                dots512(1, 1, wi, xs, cols, &y[b * y_stride + r + i]);
+            }
+        }
+    }
+    return 0;
+}
+
 #pragma clang attribute pop
 #endif
