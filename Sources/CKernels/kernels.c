@@ -10,14 +10,18 @@ int ck_dequantize_avx2(int type, const void *src, float *dst, int64_t n);
 int ck_matvec_avx2(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y, int64_t row_begin,
                    int64_t row_end);
 
+// The feature answers are cached with relaxed atomics: threads may race to fill them in, all with the
+// same value.
 int ck_has_avx2(void) {
 #if defined(__x86_64__)
     static int cached = -1;
-    if (cached < 0) {
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
-    return cached;
+    return v;
 #else
     return 0;
 #endif
@@ -26,21 +30,24 @@ int ck_has_avx2(void) {
 int ck_has_avx512(void) {
 #if defined(__x86_64__)
     static int cached = -1;
-    if (cached < 0) {
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
         __builtin_cpu_init();
-        cached = ck_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl");
+        v = ck_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
-    return cached;
+    return v;
 #else
     return 0;
 #endif
 }
 
 /// 0: best available, 1: portable only, 2: at most AVX2 (tests compare the variants).
-static int isa_limit = 0;
-void ck_set_isa_limit(int limit) { isa_limit = limit; }
-void ck_force_generic(int on) { isa_limit = on ? 1 : 0; }
+static int isa_limit_value = 0;
+void ck_set_isa_limit(int limit) { __atomic_store_n(&isa_limit_value, limit, __ATOMIC_RELAXED); }
+void ck_force_generic(int on) { ck_set_isa_limit(on ? 1 : 0); }
+#define isa_limit __atomic_load_n(&isa_limit_value, __ATOMIC_RELAXED)
 #define forced_generic (isa_limit == 1)
 
 int ck_dequantize(int type, const void *src, float *dst, int64_t n) {

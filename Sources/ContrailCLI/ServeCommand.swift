@@ -71,6 +71,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds an idle keep-alive connection stays open.") var idleTimeout = 75.0
     @Option(name: .long, help: "Seconds a connection may make no write progress.") var writeTimeout = 30.0
     @Option(name: .long, help: "Seconds in-flight requests get to finish after SIGTERM.") var shutdownGrace = 30.0
+    @Option(name: .long, help: "Bytes of a streamed response buffered for a client that is not reading before its generation is cancelled.")
+    var streamBufferBytes = 1 << 20
     @Flag(name: .long, help: .hidden) var testServices = false
 
     func validate() throws {
@@ -86,6 +88,7 @@ struct ServeCommand: ParsableCommand {
         if let p = maxPrefillLength, p < 1 || p >= maxCacheLength {
             throw ValidationError("--max-prefill-length must be between 1 and --max-cache-length - 1 (\(maxCacheLength - 1))")
         }
+        if streamBufferBytes < 1024 { throw ValidationError("--stream-buffer-bytes must be at least 1024") }
         if maxQueued < 0 { throw ValidationError("--max-queued must not be negative") }
         if Scheduler.Priority(rawValue: priority) == nil { throw ValidationError("--priority must be prefill or decode") }
         if maxWaitingSteps < 1 { throw ValidationError("--max-waiting-steps must be at least 1") }
@@ -122,6 +125,7 @@ struct ServeCommand: ParsableCommand {
         config.idleTimeout = idleTimeout
         config.writeTimeout = writeTimeout
         config.shutdownGrace = shutdownGrace
+        config.responseBufferBytes = streamBufferBytes
         if let cert = tlsCert, let key = tlsKey { config.tls = TLSConfig(certificatePath: cert, keyPath: key) }
 
         let path = model ?? ModelLocation.defaultModel

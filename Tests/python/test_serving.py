@@ -326,17 +326,17 @@ def test_overload_refuses_excess_at_once(stubs):
 
 
 def test_sigterm_with_eight_streams_running(stubs):
-    s = ServerProcess(extra=["--shutdown-grace", "20"], test_services=False)
+    s = ServerProcess(extra=["--shutdown-grace", "60"], test_services=False)
     pb, pbg = stubs["js"], stubs["js_grpc"]
     results = [None] * 8
     started = threading.Barrier(9)
 
     def stream(i):
         with grpc.insecure_channel(f"127.0.0.1:{s.grpc_port}") as ch:
-            req = pb.DecodeRequest(token_content=pb.DecodeRequest.TokenContent(token_ids=token_prompts(8)[i]), max_tokens=40)
+            req = pb.DecodeRequest(token_content=pb.DecodeRequest.TokenContent(token_ids=token_prompts(8)[i]), max_tokens=16)
             n = 0
             try:
-                for r in pbg.OrchestratorStub(ch).Decode(req, timeout=60):
+                for r in pbg.OrchestratorStub(ch).Decode(req, timeout=120):
                     n += 1
                     if n == 1:
                         started.wait()
@@ -356,8 +356,8 @@ def test_sigterm_with_eight_streams_running(stubs):
         status = None
     assert status != 200
     for t in threads:
-        t.join(timeout=60)
-    assert s.proc.wait(timeout=40) == 0, s.output()
+        t.join(timeout=120)
+    assert s.proc.wait(timeout=90) == 0, s.output()
     # Each stream either finished (OK after its last token) or ended with a clear status.
     for r in results:
         assert r is not None
@@ -365,3 +365,34 @@ def test_sigterm_with_eight_streams_running(stubs):
     assert sum(1 for r in results if r[0] == "ok") == 8
     out = s.output()
     assert "draining" in out and out.count("finish=") >= 8
+
+
+def test_slow_reader_is_cut_off_without_stalling_others(stubs):
+    """An HTTP/2 client that opens a tiny flow-control window and never widens it: its stream's output
+    piles up in the server until --stream-buffer-bytes, then its generation is cancelled; a request
+    running beside it completes normally meanwhile."""
+    import socket
+    import h2.config
+    import h2.connection
+    import h2.settings
+
+    s = ServerProcess(extra=["--stream-buffer-bytes", "1024", "--max-cache-length", "512"], test_services=False)
+    try:
+        sock = socket.create_connection(("127.0.0.1", s.http_port), timeout=5)
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        c.local_settings = h2.settings.Settings(client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 64})
+        c.initiate_connection()
+        body = json.dumps({"prompt": "Write a very long story about the sea.", "max_tokens": 400, "stream": True}).encode()
+        c.send_headers(1, [(":method", "POST"), (":path", "/generate"), (":scheme", "http"), (":authority", "localhost"),
+                           ("content-type", "application/json"), ("content-length", str(len(body)))])
+        c.send_data(1, body, end_stream=True)
+        sock.sendall(c.data_to_send())
+        # Meanwhile a normal client gets its whole answer.
+        out = json.loads(curl(s.url("/generate"), "-d", json.dumps({"prompt": CAPITAL, "max_tokens": 20})))
+        assert out == {"response": "The capital of France is Paris."}
+        # The stalled stream is given up on: cancelled, and its slot freed.
+        assert wait_for(lambda: metrics(s)[1]["contrail_requests_cancelled_total"] == 1, seconds=60), s.output()
+        assert wait_for(lambda: metrics(s)[1]["contrail_live_slots"] == 0)
+        sock.close()
+    finally:
+        assert s.stop() == 0, s.output()

@@ -13,6 +13,9 @@ public struct ServerConfig: Sendable {
     public var idleTimeout = 75.0
     /// A connection whose pending output makes no progress for this long is closed.
     public var writeTimeout = 30.0
+    /// Bytes a response may have written but not yet sent before `ResponseWriter.write` reports
+    /// back-pressure (a streaming producer then gives up on a client that stopped reading).
+    public var responseBufferBytes = 1 << 20
     /// On SIGTERM: how long in-flight responses may run before connections are closed.
     public var shutdownGrace = 30.0
     public var tls: TLSConfig? = nil

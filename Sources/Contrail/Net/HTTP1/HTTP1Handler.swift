@@ -64,7 +64,7 @@ final class HTTP1Handler: ProtocolHandler {
         let keepAlive = head.keepAlive && !draining
         let exchange = HTTP1Exchange(handler: self, version: head.version, isHead: head.method == "HEAD", keepAlive: keepAlive)
         active = exchange
-        let writer = ResponseWriter(loop: connection.loop, sink: exchange)
+        let writer = ResponseWriter(loop: connection.loop, sink: exchange, highWaterMark: connection.server.config.responseBufferBytes)
         exchange.writer = writer
         connection.activeWriter = writer
         connection.server.responder.respond(to: request, writer: writer)

@@ -188,7 +188,7 @@ final class HTTP2Handler: ProtocolHandler {
         let request = HTTPRequest(method: s.method, path: path, query: query, headers: s.headers, body: s.body,
                                   version: .http2, isTLS: connection.isTLS)
         s.body = []
-        let writer = ResponseWriter(loop: connection.loop, sink: s)
+        let writer = ResponseWriter(loop: connection.loop, sink: s, highWaterMark: connection.server.config.responseBufferBytes)
         s.writer = writer
         connection.server.responder.respond(to: request, writer: writer)
     }
