@@ -56,7 +56,7 @@ int ck_expand_row(int type, const uint8_t *w, float *y, int64_t cols);
 /// grouping gives bit-identical results: a sequence's logits do not depend on its batch neighbours.
 static inline __attribute__((always_inline)) void dots512(const int R, const int T, const float *const *w,
                                                           const float *const *x, int64_t n, float *out) {
-    __m512 acc[4][4];
+    __m512 acc[4][6];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
     int64_t c = 0;
@@ -82,8 +82,8 @@ static inline __attribute__((always_inline)) void dots512(const int R, const int
 }
 
 /// Batched rows (prefill chunks, many decode slots): expand four weight rows into `buf` (4 × cols
-/// floats, reused from L1/L2) and multiply them with the activation vectors four at a time — a 4×4
-/// register block of 16-lane FMAs, 8 loads per 16 FMAs.
+/// floats, reused from L1/L2) and multiply them with the activation vectors six, then four at a time
+/// (register blocks of 16-lane FMAs), then one at a time.
 int ck_matmul_expand_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
                             float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {
     for (int64_t r = row_begin; r < row_end; r += 4) {
@@ -95,6 +95,15 @@ int ck_matmul_expand_avx512(int type, const uint8_t *w, int64_t row_bytes, int64
         }
         int64_t b = 0;
         if (rows == 4) {
+            // 4 rows × 6 vectors: 24 accumulators, 10 loads per 24 FMAs.
+            for (; b + 6 <= batch; b += 6) {
+                const float *const xs[6] = {x + b * x_stride, x + (b + 1) * x_stride, x + (b + 2) * x_stride,
+                                            x + (b + 3) * x_stride, x + (b + 4) * x_stride, x + (b + 5) * x_stride};
+                float out[24];
+                dots512(4, 6, wr, xs, cols, out);
+                for (int i = 0; i < 4; i++)
+                    for (int t = 0; t < 6; t++) y[(b + t) * y_stride + r + i] = out[i * 6 + t];
+            }
             for (; b + 4 <= batch; b += 4) {
                 const float *const xs[4] = {x + b * x_stride, x + (b + 1) * x_stride, x + (b + 2) * x_stride, x + (b + 3) * x_stride};
                 float out[16];
