@@ -83,7 +83,14 @@ struct OrchestratorTests {
             #expect(log.ids == alone[i], "prompt \(i)")
             #expect(log.finishReason == .length || log.finishReason == .stop)
         }
-        #expect(o.gauges().liveSlots == 0)
+        #expect(slotsEmpty(o))
+    }
+
+    /// The generate thread frees slots as it hands the last tokens on, so the gauge may trail the events
+    /// by a step.
+    func slotsEmpty(_ o: Orchestrator) -> Bool {
+        for _ in 0..<5000 where o.gauges().liveSlots != 0 { usleep(1000) }
+        return o.gauges().liveSlots == 0
     }
 
     @Test func chatAnswerEndsWithReportedStopToken() throws {
@@ -125,7 +132,7 @@ struct OrchestratorTests {
         #expect(log.waitForEnd(seconds: 10) != nil)
         #expect(log.finishReason == .cancelled)
         #expect(log.ids.count < 100)
-        #expect(o.gauges().liveSlots == 0)
+        #expect(slotsEmpty(o))
         #expect(o.metrics.cancelled.current == 1)
     }
 
