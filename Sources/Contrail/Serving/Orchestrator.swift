@@ -271,9 +271,10 @@ public final class Orchestrator: @unchecked Sendable {
             case .granted:
                 break
             }
-            var transferred = false
-            defer { updateScheduler { $0.endPrefill(transferred: transferred) } }
+            // The scheduler hears of the outcome before the client does, so a client that sees its last
+            // token and sends the next request finds the capacity already released.
             if r.isCancelled {
+                updateScheduler { $0.endPrefill(transferred: false) }
                 detokenizeQueue.push(.end(r, .cancelled))
                 continue
             }
@@ -285,6 +286,7 @@ public final class Orchestrator: @unchecked Sendable {
             do {
                 prefix = try engine.prefill(padded, trueLength: r.prompt.count, sampling: r.sampling)
             } catch {
+                updateScheduler { $0.endPrefill(transferred: false) }
                 detokenizeQueue.push(.fail(r, .engine("\(error)")))
                 continue
             }
@@ -292,11 +294,12 @@ public final class Orchestrator: @unchecked Sendable {
             r.generated = 1
             let first = prefix.firstToken
             let finish: FinishReason? = r.stopIds.contains(first) ? .stop : r.maxTokens <= 1 ? .length : nil
+            updateScheduler { $0.endPrefill(transferred: finish == nil) }
+            // The first token goes out before the request can reach a slot, so it precedes its step tokens.
             detokenizeQueue.push(.step([StepToken(request: r, token: first, finish: finish)]))
             if finish == nil {
                 r.prefix = prefix
-                transferred = transferQueue.push(r)
-                if !transferred { detokenizeQueue.push(.fail(r, .unavailable("server is shutting down"))) }
+                if !transferQueue.push(r) { detokenizeQueue.push(.fail(r, .unavailable("server is shutting down"))) }
             }
         }
     }
@@ -320,14 +323,17 @@ public final class Orchestrator: @unchecked Sendable {
     private func generateLoop() {
         var slots = [ActiveRequest?](repeating: nil, count: engine.slotCount)
         var step: [StepToken] = []
+        // Events of this turn, sent once the scheduler knows which slots were freed.
+        var out: [DetokenizeItem] = []
         while acquire(.decode) {
             var inserted = 0, freed = 0, steps = 0
+            out.removeAll(keepingCapacity: true)
             // Finished prefixes join at this step (continuous batching).
             while let r = generateBacklog.tryPop() {
                 inserted += 1
                 guard let slot = slots.firstIndex(where: { $0 == nil }), let prefix = r.prefix else {
                     // Cannot happen: a prefill reserves its slot. Fail loudly rather than lose the request.
-                    detokenizeQueue.push(.fail(r, .engine("no free slot for a prefilled request")))
+                    out.append(.fail(r, .engine("no free slot for a prefilled request")))
                     freed += 1
                     continue
                 }
@@ -337,7 +343,7 @@ public final class Orchestrator: @unchecked Sendable {
                     r.insertedAt = contrail_now_ns()
                     slots[slot] = r
                 } catch {
-                    detokenizeQueue.push(.fail(r, .engine("\(error)")))
+                    out.append(.fail(r, .engine("\(error)")))
                     freed += 1
                 }
             }
@@ -347,7 +353,7 @@ public final class Orchestrator: @unchecked Sendable {
                 engine.free(slot: s)
                 slots[s] = nil
                 freed += 1
-                detokenizeQueue.push(.end(r, .cancelled))
+                out.append(.end(r, .cancelled))
             }
             if slots.contains(where: { $0 != nil }) {
                 steps = 1
@@ -366,7 +372,7 @@ public final class Orchestrator: @unchecked Sendable {
                         }
                     }
                     metrics.decodeSteps.add()
-                    detokenizeQueue.push(.step(step))
+                    out.append(.step(step))
                 } catch {
                     log("decode step failed: \(error); failing \(slots.compactMap { $0 }.count) requests")
                     for s in slots.indices {
@@ -374,12 +380,13 @@ public final class Orchestrator: @unchecked Sendable {
                         engine.free(slot: s)
                         slots[s] = nil
                         freed += 1
-                        detokenizeQueue.push(.fail(r, .engine("\(error)")))
+                        out.append(.fail(r, .engine("\(error)")))
                     }
                 }
             }
             cacheTokens.store(slots.reduce(0) { $0 + ($1.map { $0.prompt.count + $0.generated } ?? 0) }, ordering: .relaxed)
             updateScheduler { $0.endDecode(inserted: inserted, freed: freed, steps: steps) }
+            for item in out { detokenizeQueue.push(item) }
         }
         // Stopping: whatever is still in a slot ends here.
         for s in slots.indices {
