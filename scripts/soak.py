@@ -92,7 +92,7 @@ def main():
                 next_index[0] += 1
             outcome = one(i, rng)
             if outcome == "refused":
-                time.sleep(0.25)  # a client honouring Retry-After, sooner
+                time.sleep(1.0)  # a client honouring Retry-After: 1
             with lock:
                 counts[outcome] += 1
                 done = sum(counts.values())
