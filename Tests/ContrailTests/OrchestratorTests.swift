@@ -109,6 +109,40 @@ struct OrchestratorTests {
         }
     }
 
+    /// Stop strings end generation where they appear, across token boundaries, and are never sent.
+    @Test func stopStrings() throws {
+        let o = try orchestrator()
+        defer { o.shutdown() }
+        // The greedy answer is "The capital of France is Paris."
+        for (stops, text) in [(["France is"], "The capital of "), (["Par"], "The capital of France is "),
+                              (["The"], ""), (["xyz", "of F"], "The capital "), (["never"], "The capital of France is Paris.")] {
+            let log = EventLog()
+            var r = GenerationRequest(prompt: .text("What is the capital of France?"), maxTokens: 30)
+            r.promptFormat = .chat
+            r.stopStrings = stops
+            r.reportStopToken = false
+            _ = try o.submit(r) { log.record($0) }
+            log.waitForEnd()
+            #expect(log.text == text, "stops \(stops)")
+            #expect(log.finishReason == .stop)
+        }
+        #expect(slotsEmpty(o))
+        #expect(o.metrics.cancelled.current == 0)
+    }
+
+    @Test func stopMatcher() {
+        #expect(StopMatcher.partialSuffix(of: "hello wor", ["world"]) == 3)
+        #expect(StopMatcher.partialSuffix(of: "hello", ["xyz"]) == 0)
+        #expect(StopMatcher.partialSuffix(of: "ab", ["abc", "b!"]) == 2)
+        #expect(StopMatcher.partialSuffix(of: "café", ["é!"]) == 1)
+        let text = "naïve café ☕ done"
+        #expect(StopMatcher.firstMatch(in: text, ["☕", "café"]).map { String(text.unicodeScalars[..<$0]) } == "naïve ")
+        // A stop that starts inside a grapheme cluster (e + combining acute) still matches.
+        let combining = "cafe\u{301} ok"
+        #expect(StopMatcher.firstMatch(in: combining, ["\u{301}"]).map { String(combining.unicodeScalars[..<$0]) } == "cafe")
+        #expect(StopMatcher.firstMatch(in: text, ["zzz"]) == nil)
+    }
+
     @Test func maxTokensEndsWithLength() throws {
         let o = try orchestrator()
         defer { o.shutdown() }

@@ -24,6 +24,8 @@ public struct GenerationRequest: Sendable {
     /// True when the prompt already starts with BOS (JetStream's `has_bos`): none is added. Otherwise
     /// BOS is added when the model's tokenizer adds one, unless the token prompt already begins with it.
     public var hasBOS = false
+    /// Texts that end generation where they appear (across token boundaries); never sent themselves.
+    public var stopStrings: [String] = []
     /// Ids that end generation in addition to the model's EOS / end-of-turn tokens.
     public var extraStopIds: Set<Int32> = []
     /// Report the stop token's id (JetStream does, with no text); OpenAI-style APIs leave it out.

@@ -438,22 +438,43 @@ public final class Orchestrator: @unchecked Sendable {
             r.heldIds.append(t.token)
             r.heldText += text
             // Hold ids whose bytes end mid-character; they go out with the id that completes the text.
-            if !d.hasPending {
-                r.onEvent(.tokens(r.heldIds, text: r.heldText))
-                r.heldIds.removeAll(keepingCapacity: true)
-                r.heldText = ""
-            }
+            if !d.hasPending && emitHeld(r, final: false) { return }
         } else {
             r.onEvent(.tokens([t.token], text: ""))
         }
         if let reason = t.finish { finish(r, reason) }
     }
 
+    /// Sends the held ids and text, except a tail that may be the start of a stop string (unless `final`).
+    /// A stop string found in the text ends the request there: the text before it goes out, the stop
+    /// string and everything after it never do. Returns true when it ended the request.
+    private func emitHeld(_ r: ActiveRequest, final: Bool) -> Bool {
+        let stops = r.request.stopStrings
+        if !stops.isEmpty, let cut = StopMatcher.firstMatch(in: r.heldText, stops) {
+            let before = String(r.heldText.unicodeScalars[..<cut])
+            if !before.isEmpty || !r.heldIds.isEmpty { r.onEvent(.tokens(r.heldIds, text: before)) }
+            r.heldIds.removeAll()
+            r.heldText = ""
+            // The generate thread frees the slot at its next step; the tokens it may still make are dropped.
+            r.cancel()
+            finish(r, .stop)
+            return true
+        }
+        let keep = final || stops.isEmpty ? 0 : StopMatcher.partialSuffix(of: r.heldText, stops)
+        guard !r.heldIds.isEmpty || r.heldText.unicodeScalars.count > keep else { return false }
+        let scalars = r.heldText.unicodeScalars
+        let split = scalars.index(scalars.endIndex, offsetBy: -keep)
+        r.onEvent(.tokens(r.heldIds, text: String(scalars[..<split])))
+        r.heldIds.removeAll(keepingCapacity: true)
+        r.heldText = String(scalars[split...])
+        return false
+    }
+
     private func finish(_ r: ActiveRequest, _ reason: FinishReason) {
         guard !r.finished else { return }
-        r.finished = true
         if var d = r.detokenizer { r.heldText += d.finish(); r.detokenizer = d }
-        if !r.heldIds.isEmpty || !r.heldText.isEmpty { r.onEvent(.tokens(r.heldIds, text: r.heldText)) }
+        if emitHeld(r, final: true) { return }
+        r.finished = true
         let stats = r.stats(now: contrail_now_ns())
         switch reason {
         case .cancelled: metrics.cancelled.add()
