@@ -95,4 +95,30 @@ struct EngineTests {
         var topK1 = Sampler(SamplingParams(temperature: 1, topK: 1, seed: 3))
         #expect(logits.withUnsafeBufferPointer { topK1.sample($0) } == 6)
     }
+
+    /// OpenAI's presence/frequency penalties and the Hugging Face repetition penalty, applied before the
+    /// choice: greedy picks move off tokens already used.
+    @Test func penalties() {
+        // Token 2 leads, token 1 is close behind, token 0 is far.
+        let base: [Float] = [0.0, 2.8, 3.0]
+        func greedy(_ p: SamplingParams, prompt: [Int32] = [], steps: Int) -> [Int32] {
+            var s = Sampler(p, prompt: prompt)
+            return (0..<steps).map { _ in
+                var l = base
+                return l.withUnsafeMutableBufferPointer { s.sample($0) }
+            }
+        }
+        #expect(greedy(.greedy, steps: 3) == [2, 2, 2])
+        var presence = SamplingParams.greedy
+        presence.presencePenalty = 0.5
+        #expect(greedy(presence, steps: 3) == [2, 1, 2], "2 pays 0.5 once used (2.5 < 2.8); once both are used, 2.5 > 2.3")
+        var frequency = SamplingParams.greedy
+        frequency.frequencyPenalty = 0.15
+        // 3.0 - 0.15n against 2.8 - 0.15m: 2, then 2 again (2.85 > 2.8), then 1 (2.7 < 2.8), …
+        #expect(greedy(frequency, steps: 4) == [2, 2, 1, 2])
+        var repetition = SamplingParams.greedy
+        repetition.repetitionPenalty = 1.2
+        #expect(greedy(repetition, prompt: [2], steps: 1) == [1], "3.0/1.2 = 2.5 < 2.8: the prompt's token is penalised")
+        #expect(greedy(repetition, steps: 2) == [2, 1])
+    }
 }

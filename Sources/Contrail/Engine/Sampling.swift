@@ -1,11 +1,18 @@
-/// Per-request sampling: greedy when temperature is 0, otherwise temperature, then top-k, top-p
-/// (nucleus) and min-p filtering, drawn from a seeded generator so a seed reproduces exactly.
+/// Per-request sampling: penalties first, then greedy when temperature is 0, otherwise temperature,
+/// top-k, top-p (nucleus) and min-p filtering, drawn from a seeded generator so a seed reproduces exactly.
 public struct SamplingParams: Sendable, Equatable {
     public var temperature: Float = 0
     public var topK: Int = 0
     public var topP: Float = 1
     public var minP: Float = 0
     public var seed: UInt64 = 0
+    /// OpenAI's: subtracted once from the logit of every token generated so far.
+    public var presencePenalty: Float = 0
+    /// OpenAI's: subtracted per occurrence in the generated tokens.
+    public var frequencyPenalty: Float = 0
+    /// Hugging Face's / vLLM's: logits of tokens in the prompt or generated so far are divided by it
+    /// (multiplied when negative). 1 is off.
+    public var repetitionPenalty: Float = 1
 
     public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, minP: Float = 0, seed: UInt64 = 0) {
         self.temperature = temperature
@@ -17,6 +24,7 @@ public struct SamplingParams: Sendable, Equatable {
 
     public static let greedy = SamplingParams()
     public var isGreedy: Bool { temperature <= 0 || topK == 1 }
+    public var hasPenalties: Bool { presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1 }
 }
 
 /// xoshiro256** seeded through splitmix64: small, fast, and reproducible across platforms.
@@ -51,15 +59,37 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     public mutating func nextUnit() -> Float { Float(next() >> 40) / Float(1 << 24) }
 }
 
-/// Picks the next token from logits.
+/// Picks the next token from logits; remembers what it picked (and the prompt) for the penalties.
 public struct Sampler: Sendable {
     public let params: SamplingParams
     private var rng: SeededGenerator
     private var candidates: [(id: Int32, logit: Float)] = []
+    /// Occurrences of each generated token (kept only when a penalty is on).
+    private var generated: [Int32: Int] = [:]
+    private var prompt: Set<Int32> = []
 
-    public init(_ params: SamplingParams) {
+    public init(_ params: SamplingParams, prompt: [Int32] = []) {
         self.params = params
         rng = SeededGenerator(seed: params.seed)
+        if params.repetitionPenalty != 1 { self.prompt = Set(prompt) }
+    }
+
+    /// Applies the penalties to `logits` in place, samples, and records the choice.
+    public mutating func sample(_ logits: UnsafeMutableBufferPointer<Float>) -> Int32 {
+        guard params.hasPenalties else { return sample(UnsafeBufferPointer(logits)) }
+        let p = params
+        if p.repetitionPenalty != 1 {
+            for t in prompt.union(generated.keys) where Int(t) < logits.count {
+                let l = logits[Int(t)]
+                logits[Int(t)] = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty
+            }
+        }
+        for (t, n) in generated where Int(t) < logits.count {
+            logits[Int(t)] -= p.presencePenalty + p.frequencyPenalty * Float(n)
+        }
+        let token = sample(UnsafeBufferPointer(logits))
+        generated[token, default: 0] += 1
+        return token
     }
 
     public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
@@ -72,6 +102,7 @@ public struct Sampler: Sendable {
         return Int32(best)
     }
 
+    /// Samples without penalties (the logits are left as they are).
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
         if params.isGreedy { return Self.argmax(logits) }
         let t = params.temperature

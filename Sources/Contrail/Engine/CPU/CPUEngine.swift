@@ -83,11 +83,12 @@ public final class CPUEngine: Engine {
                     caches: Array(repeating: cache, count: n), logitsFor: last ? [n - 1] : [])
             done += n
         }
-        var sampler = Sampler(sampling)
-        let logits = UnsafeBufferPointer(start: state.logits, count: config.vocabSize)
+        var sampler = Sampler(sampling, prompt: tokens)
+        let logits = UnsafeMutableBufferPointer(start: state.logits, count: config.vocabSize)
+        let firstLogits = Array(logits)
         let first = sampler.sample(logits)
         let n = tokens.count * config.kvDim
-        return Prefix(length: tokens.count, firstToken: first, firstLogits: Array(logits), sampler: sampler,
+        return Prefix(length: tokens.count, firstToken: first, firstLogits: firstLogits, sampler: sampler,
                       keys: cache.keys.map { Array(UnsafeBufferPointer(start: $0, count: n)) },
                       values: cache.values.map { Array(UnsafeBufferPointer(start: $0, count: n)) })
     }
@@ -116,7 +117,7 @@ public final class CPUEngine: Engine {
         var out: [SlotToken] = []
         for (j, s) in live.enumerated() {
             slots[s].length += 1
-            let next = slots[s].sampler.sample(UnsafeBufferPointer(start: state.logits + j * config.vocabSize, count: config.vocabSize))
+            let next = slots[s].sampler.sample(UnsafeMutableBufferPointer(start: state.logits + j * config.vocabSize, count: config.vocabSize))
             slots[s].lastToken = next
             out.append(SlotToken(slot: s, token: next))
         }
