@@ -135,7 +135,7 @@ struct ServeCommand: ParsableCommand {
         let name = modelName ?? String(path.split(separator: "/").last ?? "model")
         let state = ServerState(.starting)
         let sampling = SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed)
-        let service = ModelService(state: state, metrics: Metrics(modelName: name), defaultSampling: sampling,
+        let service = ModelService(state: state, modelName: name, metrics: Metrics(modelName: name), defaultSampling: sampling,
                                    promptFormat: GenerationRequest.PromptFormat(rawValue: promptFormat) ?? .auto)
         let router = Router()
         let grpc = GRPCServer(maxMessageBytes: grpcMaxMessageBytes)
@@ -143,6 +143,7 @@ struct ServeCommand: ParsableCommand {
         HealthAPI.install(on: router, grpc: grpc, state: state)
         JetStreamAPI.install(on: router, grpc: grpc, service: service)
         MetricsAPI.install(on: router, service: service)
+        OpenAIAPI.install(on: router, service: service)
         if testServices { TestService.install(on: router, grpc: grpc) }
 
         let signals = Server.blockTerminationSignals()

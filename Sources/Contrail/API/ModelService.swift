@@ -1,7 +1,15 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What the generation routes serve from. The server listens before the model is loaded, so the
 /// orchestrator arrives later; until the state is `ready` (and again while draining) they answer 503.
 public final class ModelService: Sendable {
     public let state: ServerState
+    /// The name clients use (`model` in the OpenAI API, the metrics label).
+    public let modelName: String
+    /// When the server started (Unix seconds), for `/v1/models`.
+    public let created = Int(time(nil))
     /// Sampling for APIs that carry none (JetStream's): greedy unless `contrail serve` says otherwise.
     public let defaultSampling: SamplingParams
     /// How text prompts of APIs without messages (JetStream's) reach the model.
@@ -10,9 +18,10 @@ public final class ModelService: Sendable {
     public let metrics: Metrics
     private let current = Locked<Orchestrator?>(nil)
 
-    public init(state: ServerState, metrics: Metrics, defaultSampling: SamplingParams = .greedy,
+    public init(state: ServerState, modelName: String, metrics: Metrics, defaultSampling: SamplingParams = .greedy,
                 promptFormat: GenerationRequest.PromptFormat = .raw) {
         self.state = state
+        self.modelName = modelName
         self.metrics = metrics
         self.defaultSampling = defaultSampling
         self.promptFormat = promptFormat

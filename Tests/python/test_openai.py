@@ -1,0 +1,114 @@
+"""The OpenAI-compatible API driven by the official `openai` package against a real `contrail serve`."""
+import json
+import subprocess
+
+import openai
+import pytest
+
+from conftest import ServerProcess
+
+MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+ANSWER = "The capital of France is Paris."
+
+
+@pytest.fixture(scope="module")
+def api():
+    s = ServerProcess(extra=["--batch-size", "8", "--max-cache-length", "256"], test_services=False)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{s.http_port}/v1", api_key="unused", max_retries=0, timeout=120)
+    yield client
+    client.close()
+    assert s.stop() == 0, s.output()
+
+
+def test_models(api):
+    models = api.models.list()
+    assert [m.id for m in models.data] == [MODEL]
+
+
+def test_chat_greedy(api):
+    r = api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0)
+    assert r.object == "chat.completion" and r.model == MODEL and r.id.startswith("chatcmpl-")
+    assert len(r.choices) == 1
+    c = r.choices[0]
+    assert c.message.role == "assistant" and c.message.content == ANSWER and c.finish_reason == "stop"
+    # The ChatML prompt with SmolLM2's default system message is 37 tokens; the answer 7 plus <|im_end|>.
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (37, 8, 45)
+
+
+def test_chat_stream_with_usage(api):
+    chunks = list(api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, stream=True,
+                                              stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == ANSWER
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+
+
+def test_completions_length_and_n(api):
+    r = api.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0, n=2)
+    assert r.object == "text_completion"
+    assert [c.index for c in r.choices] == [0, 1]
+    assert r.choices[0].text == r.choices[1].text and r.choices[0].text.startswith(" Paris")
+    assert all(c.finish_reason == "length" for c in r.choices)
+    assert r.usage.prompt_tokens == 5 and r.usage.completion_tokens == 12
+
+
+def test_completions_prompt_list_and_stream(api):
+    r = api.completions.create(model=MODEL, prompt=["The capital of France is", "One, two,"], max_tokens=4, temperature=0)
+    assert len(r.choices) == 2
+    streamed = list(api.completions.create(model=MODEL, prompt="One, two,", max_tokens=4, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in streamed) == r.choices[1].text
+    assert streamed[-1].choices[0].finish_reason == "length"
+
+
+def test_seed_reproduces_sampling(api):
+    def draw(seed):
+        r = api.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=24, temperature=1.0, seed=seed, n=2)
+        return [c.text for c in r.choices]
+    a, b, c = draw(11), draw(11), draw(12)
+    assert a == b
+    assert a != c
+    assert a[0] != a[1], "the choices of one request draw differently"
+
+
+def test_stop_strings(api):
+    for stop, text in [(["France is"], "The capital of "), ("Par", "The capital of France is "), (["The"], "")]:
+        r = api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, stop=stop)
+        assert r.choices[0].message.content == text and r.choices[0].finish_reason == "stop"
+
+
+def test_penalties_change_the_answer(api):
+    plain = api.completions.create(model=MODEL, prompt="1, 1, 1, 1,", max_tokens=8, temperature=0).choices[0].text
+    penalised = api.completions.create(model=MODEL, prompt="1, 1, 1, 1,", max_tokens=8, temperature=0,
+                                       extra_body={"repetition_penalty": 1.5}).choices[0].text
+    assert plain != penalised
+
+
+@pytest.mark.parametrize("kwargs, error, param", [
+    ({"temperature": 5}, openai.BadRequestError, "temperature"),
+    ({"n": 0}, openai.BadRequestError, "n"),
+    ({"max_tokens": 0}, openai.BadRequestError, "max_tokens"),
+    ({"stop": 3}, openai.BadRequestError, "stop"),
+    ({"model": "gpt-4"}, openai.NotFoundError, "model"),
+])
+def test_bad_requests_get_openai_errors(api, kwargs, error, param):
+    args = {"model": MODEL, "messages": QUESTION, **kwargs}
+    with pytest.raises(error) as e:
+        api.chat.completions.create(**args)
+    body = e.value.body
+    assert body["param"] == param and body["type"] == "invalid_request_error" and body["message"]
+
+
+def test_malformed_json_and_messages(api):
+    s = api.base_url
+    out = subprocess.run(["curl", "-s", "-w", "%{http_code}", f"{s}chat/completions", "-d", "{nope"], capture_output=True, text=True)
+    body, status = out.stdout[:-3], out.stdout[-3:]
+    assert status == "400" and json.loads(body)["error"]["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError):
+        api.chat.completions.create(model=MODEL, messages=[])
+    with pytest.raises(openai.BadRequestError):
+        api.chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "hi"}])
