@@ -144,6 +144,7 @@ struct ServeCommand: ParsableCommand {
         JetStreamAPI.install(on: router, grpc: grpc, service: service)
         MetricsAPI.install(on: router, service: service)
         OpenAIAPI.install(on: router, service: service)
+        TritonAPI.install(on: router, service: service)
         if testServices { TestService.install(on: router, grpc: grpc) }
 
         let signals = Server.blockTerminationSignals()
