@@ -73,6 +73,9 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds in-flight requests get to finish after SIGTERM.") var shutdownGrace = 30.0
     @Option(name: .long, help: "Bytes of a streamed response buffered for a client that is not reading before its generation is cancelled.")
     var streamBufferBytes = 1 << 20
+    @Option(name: .long, help: "An API key clients must send (Authorization: Bearer <key>) to generate; repeatable.")
+    var apiKey: [String] = []
+    @Option(name: .long, help: "A file of API keys, one per line.") var apiKeyFile: String?
     @Flag(name: .long, help: .hidden) var testServices = false
 
     func validate() throws {
@@ -137,9 +140,17 @@ struct ServeCommand: ParsableCommand {
         let sampling = SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed)
         let service = ModelService(state: state, modelName: name, metrics: Metrics(modelName: name), defaultSampling: sampling,
                                    promptFormat: GenerationRequest.PromptFormat(rawValue: promptFormat) ?? .auto)
+        var keys = apiKey
+        if let file = apiKeyFile {
+            guard let text = readTextFile(file) else { throw fail("cannot read --api-key-file \(file)") }
+            keys += text.split(whereSeparator: \.isNewline).map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+            if keys.isEmpty { throw fail("--api-key-file \(file) holds no keys") }
+        }
         let router = Router()
         let grpc = GRPCServer(maxMessageBytes: grpcMaxMessageBytes)
         router.grpc = grpc
+        router.apiKeys = APIKeys(keys)
+        grpc.apiKeys = APIKeys(keys)
         HealthAPI.install(on: router, grpc: grpc, state: state)
         JetStreamAPI.install(on: router, grpc: grpc, service: service)
         MetricsAPI.install(on: router, service: service)
@@ -219,6 +230,20 @@ struct ServeCommand: ParsableCommand {
         orchestrator.start()
         return orchestrator
     }
+}
+
+/// A whole (small) text file, or nil.
+func readTextFile(_ path: String) -> String? {
+    guard let f = fopen(path, "r") else { return nil }
+    defer { fclose(f) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&buffer, 1, buffer.count, f)
+        if n <= 0 { break }
+        bytes += buffer[0..<n]
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 struct ServeError: Error, CustomStringConvertible {

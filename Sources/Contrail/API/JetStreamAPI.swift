@@ -8,8 +8,8 @@ import Glibc
 /// `jetstream_proto.Orchestrator/Decode`. Neither carries sampling fields, so both use the server default.
 public enum JetStreamAPI {
     public static func install(on router: Router, grpc: GRPCServer, service: ModelService) {
-        router.add("POST", "/generate") { request, writer in generate(request, writer, service) }
-        grpc.register("jetstream_proto.Orchestrator", "Decode") { call in decode(call, service) }
+        router.add("POST", "/generate", protected: true) { request, writer in generate(request, writer, service) }
+        grpc.register("jetstream_proto.Orchestrator", "Decode", protected: true) { call in decode(call, service) }
     }
 
     // MARK: POST /generate

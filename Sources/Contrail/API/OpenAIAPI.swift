@@ -6,15 +6,15 @@ import Glibc
 /// (plain JSON or Server-Sent Events) and `GET /v1/models`, with OpenAI's error shape.
 public enum OpenAIAPI {
     public static func install(on router: Router, service: ModelService) {
-        router.add("GET", "/v1/models") { _, writer in
+        router.add("GET", "/v1/models", protected: true) { _, writer in
             writer.respond(status: 200, json: .object([
                 ("object", .string("list")),
                 ("data", .array([.object([("id", .string(service.modelName)), ("object", .string("model")),
                                           ("created", .number(Double(service.created))), ("owned_by", .string("contrail"))])])),
             ]))
         }
-        router.add("POST", "/v1/completions") { request, writer in handle(request, writer, service, chat: false) }
-        router.add("POST", "/v1/chat/completions") { request, writer in handle(request, writer, service, chat: true) }
+        router.add("POST", "/v1/completions", protected: true) { request, writer in handle(request, writer, service, chat: false) }
+        router.add("POST", "/v1/chat/completions", protected: true) { request, writer in handle(request, writer, service, chat: true) }
     }
 
     /// A request error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.

@@ -12,8 +12,8 @@ public enum TritonAPI {
         router.add("GET", "/v2/health/live") { _, writer in writer.respond(status: 200) }
         router.add("GET", "/v2/health/ready") { _, writer in writer.respond(status: service.state.isReady ? 200 : 503) }
         router.add("GET", base + "/ready") { _, writer in writer.respond(status: service.state.isReady ? 200 : 503) }
-        router.add("POST", base + "/generate") { request, writer in generate(request, writer, service, stream: false) }
-        router.add("POST", base + "/generate_stream") { request, writer in generate(request, writer, service, stream: true) }
+        router.add("POST", base + "/generate", protected: true) { request, writer in generate(request, writer, service, stream: false) }
+        router.add("POST", base + "/generate_stream", protected: true) { request, writer in generate(request, writer, service, stream: true) }
     }
 
     static func fail(_ writer: ResponseWriter, _ status: Int, _ message: String, headers: HTTPHeaders = [:]) {

@@ -100,14 +100,16 @@ public final class GRPCCall: @unchecked Sendable {
 /// (`/jetstream_proto.Orchestrator/Decode`). Handlers get the single request message.
 public final class GRPCServer: @unchecked Sendable {
     public typealias Handler = @Sendable (GRPCCall) -> Void
-    private var methods: [String: Handler] = [:]
+    private var methods: [String: (handler: Handler, protected: Bool)] = [:]
     public var maxMessageBytes: Int
+    /// Checked on protected methods (metadata `authorization: Bearer <key>`).
+    public var apiKeys = APIKeys([])
 
     public init(maxMessageBytes: Int = 4 * 1024 * 1024) { self.maxMessageBytes = maxMessageBytes }
 
     /// Registers `/service/method` (setup only, before serving).
-    public func register(_ service: String, _ method: String, _ handler: @escaping Handler) {
-        methods["/\(service)/\(method)"] = handler
+    public func register(_ service: String, _ method: String, protected: Bool = false, _ handler: @escaping Handler) {
+        methods["/\(service)/\(method)"] = (handler, protected)
     }
 
     func handle(_ request: HTTPRequest, writer: ResponseWriter) {
@@ -119,9 +121,11 @@ public final class GRPCServer: @unchecked Sendable {
             return
         }
         guard request.method == "POST" else { return fail(GRPCStatus.unimplemented, "gRPC requires POST") }
-        guard let handler = methods[request.path] else {
+        guard let method = methods[request.path] else {
             return fail(GRPCStatus.unimplemented, "unknown method \(request.path)")
         }
+        if method.protected && !apiKeys.allows(request.headers) { return fail(GRPCStatus.unauthenticated, APIKeys.message) }
+        let handler = method.handler
         if let enc = request.headers["grpc-encoding"], enc != "identity" {
             return fail(GRPCStatus.unimplemented, "message compression \(enc) is not supported")
         }

@@ -84,7 +84,8 @@ public struct ChatTemplate: Sendable, Equatable {
 }
 
 extension String {
-    func trimmingWhitespace() -> String {
+    /// Without leading and trailing whitespace.
+    public func trimmingWhitespace() -> String {
         let scalars = unicodeScalars
         guard let start = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
         let end = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
