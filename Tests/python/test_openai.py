@@ -1,6 +1,8 @@
 """The OpenAI-compatible API driven by the official `openai` package against a real `contrail serve`."""
 import json
 import subprocess
+import urllib.error
+import urllib.request
 
 import openai
 import pytest
@@ -112,3 +114,29 @@ def test_malformed_json_and_messages(api):
         api.chat.completions.create(model=MODEL, messages=[])
     with pytest.raises(openai.BadRequestError):
         api.chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "hi"}])
+
+
+def post_json(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_tokenize_and_detokenize_helpers(api):
+    base = str(api.base_url).removesuffix("/v1/")
+
+    def cli(*args):
+        out = subprocess.run([ServerProcess.bin(), "tokenize", *args], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    status, r = post_json(f"{base}/tokenize", {"model": MODEL, "prompt": "What is the capital of France?"})
+    assert status == 200
+    assert r["tokens"] == cli("What is the capital of France?") and r["count"] == len(r["tokens"]) and r["max_model_len"] == 256
+    assert post_json(f"{base}/tokenize", {"messages": QUESTION})[1]["tokens"] == cli("--chat", "What is the capital of France?")
+    assert post_json(f"{base}/detokenize", {"tokens": r["tokens"]}) == (200, {"prompt": "What is the capital of France?"})
+    status, bad = post_json(f"{base}/detokenize", {"tokens": [1, 10**9]})
+    assert status == 400 and bad["error"]["param"] == "tokens"
+    assert post_json(f"{base}/tokenize", {"nothing": 1})[0] == 400

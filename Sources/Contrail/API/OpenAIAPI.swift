@@ -14,7 +14,71 @@ public enum OpenAIAPI {
             ]))
         }
         router.add("POST", "/v1/completions", protected: true) { request, writer in handle(request, writer, service, chat: false) }
+        router.add("POST", "/tokenize", protected: true) { request, writer in tokenize(request, writer, service) }
+        router.add("POST", "/detokenize", protected: true) { request, writer in detokenize(request, writer, service) }
         router.add("POST", "/v1/chat/completions", protected: true) { request, writer in handle(request, writer, service, chat: true) }
+    }
+
+    /// vLLM's helper: `{"prompt": str}` or `{"messages": […]}` (chat template applied) → `{"tokens", "count",
+    /// "max_model_len"}`. `add_special_tokens` (default true) adds BOS where the tokenizer does.
+    static func tokenize(_ request: HTTPRequest, _ writer: ResponseWriter, _ service: ModelService) {
+        do {
+            let o = try readyOrchestrator(service)
+            let json = try parse(request.body)
+            let text: String
+            if json["messages"] != nil {
+                text = try Parameters.renderMessages(json["messages"], o.tokenizer)
+            } else {
+                guard let p = json["prompt"]?.string else { throw APIError("`prompt` (a string) or `messages` is required", param: "prompt") }
+                text = p
+            }
+            let addSpecial = json["add_special_tokens"]?.bool ?? true
+            let ids = o.tokenizer.encode(text, addBOS: addSpecial ? nil : false)
+            writer.respond(status: 200, json: .object([("tokens", .array(ids.map { .number(Double($0)) })),
+                                                       ("count", .number(Double(ids.count))),
+                                                       ("max_model_len", .number(Double(o.engine.maxCacheLength)))]))
+        } catch let e as APIError {
+            e.respond(writer)
+        } catch {
+            APIError("\(error)").respond(writer)
+        }
+    }
+
+    /// vLLM's helper: `{"tokens": [int]}` → `{"prompt": str}`.
+    static func detokenize(_ request: HTTPRequest, _ writer: ResponseWriter, _ service: ModelService) {
+        do {
+            let o = try readyOrchestrator(service)
+            let json = try parse(request.body)
+            guard let list = json["tokens"]?.array, list.allSatisfy({ $0.int != nil }) else {
+                throw APIError("`tokens` must be a list of token ids", param: "tokens")
+            }
+            let ids = list.compactMap(\.int)
+            guard let bad = ids.first(where: { $0 < 0 || $0 >= o.tokenizer.vocabSize }) else {
+                writer.respond(status: 200, json: .object([("prompt", .string(o.tokenizer.decode(ids.map { Int32($0) })))]))
+                return
+            }
+            throw APIError("token id \(bad) is outside the vocabulary (0..<\(o.tokenizer.vocabSize))", param: "tokens")
+        } catch let e as APIError {
+            e.respond(writer)
+        } catch {
+            APIError("\(error)").respond(writer)
+        }
+    }
+
+    static func readyOrchestrator(_ service: ModelService) throws(APIError) -> Orchestrator {
+        do throws(ServingError) { return try service.ready() } catch { throw APIError(error) }
+    }
+
+    static func parse(_ body: [UInt8]) throws(APIError) -> JSON {
+        do {
+            let json = try JSON.parse(body)
+            guard json.object != nil else { throw APIError("the request body must be a JSON object") }
+            return json
+        } catch let e as APIError {
+            throw e
+        } catch {
+            throw APIError("the request body is not JSON: \(error)")
+        }
     }
 
     /// A request error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
