@@ -96,6 +96,21 @@ struct EngineTests {
         #expect(logits.withUnsafeBufferPointer { topK1.sample($0) } == 6)
     }
 
+    /// Log-probabilities come from the model's distribution (before penalties and temperature).
+    @Test func logprobs() {
+        var p = SamplingParams(temperature: 0.7, seed: 5)
+        p.logprobs = 2
+        p.repetitionPenalty = 1.3
+        var s = Sampler(p, prompt: [2])
+        var l: [Float] = [1.0, 2.0, 3.0, -1.0]
+        let token = l.withUnsafeMutableBufferPointer { s.sample($0) }
+        let lse = log((([1.0, 2.0, 3.0, -1.0] as [Double]).map { exp($0) }).reduce(0, +))
+        let lp = s.lastLogprobs!
+        #expect(abs(Double(lp.logprob) - ([1.0, 2.0, 3.0, -1.0][Int(token)] - lse)) < 1e-5)
+        #expect(lp.top.map(\.id) == [2, 1])
+        #expect(abs(Double(lp.top[0].logprob) - (3.0 - lse)) < 1e-5 && abs(Double(lp.top[1].logprob) - (2.0 - lse)) < 1e-5)
+    }
+
     /// OpenAI's presence/frequency penalties and the Hugging Face repetition penalty, applied before the
     /// choice: greedy picks move off tokens already used.
     @Test func penalties() {

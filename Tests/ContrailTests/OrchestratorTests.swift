@@ -12,8 +12,8 @@ final class EventLog: @unchecked Sendable {
 
     func record(_ e: TokenEvent) { events.withLock { $0.append(e) } }
     var all: [TokenEvent] { events.withLock { $0 } }
-    var ids: [Int32] { all.flatMap { if case .tokens(let ids, _) = $0 { return ids } else { return [] } } }
-    var text: String { all.map { if case .tokens(_, let t) = $0 { return t } else { return "" } }.joined() }
+    var ids: [Int32] { all.flatMap { if case .tokens(let ids, _, _) = $0 { return ids } else { return [] } } }
+    var text: String { all.map { if case .tokens(_, let t, _) = $0 { return t } else { return "" } }.joined() }
 
     var end: TokenEvent? {
         guard let last = all.last else { return nil }

@@ -140,3 +140,30 @@ def test_tokenize_and_detokenize_helpers(api):
     status, bad = post_json(f"{base}/detokenize", {"tokens": [1, 10**9]})
     assert status == 400 and bad["error"]["param"] == "tokens"
     assert post_json(f"{base}/tokenize", {"nothing": 1})[0] == 400
+
+
+def test_completion_logprobs(api):
+    import math
+    r = api.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0, logprobs=3)
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text
+    assert len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == r.usage.completion_tokens == 5
+    for chosen, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert len(top) == 3 and logprob <= 0
+        # Greedy: the chosen token is the most likely one, and the alternatives are a distribution's tail.
+        assert max(top.values()) == pytest.approx(logprob) and top[chosen] == pytest.approx(logprob)
+        assert sum(math.exp(v) for v in top.values()) <= 1 + 1e-4
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+
+
+def test_chat_logprobs_streamed_and_not(api):
+    r = api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == ANSWER
+    assert all(len(t.top_logprobs) == 2 and t.top_logprobs[0].logprob == pytest.approx(t.logprob) for t in content)
+    assert all(bytes(t.bytes).decode() == t.token for t in content)
+    chunks = list(api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, logprobs=True, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [(t.token, round(t.logprob, 4)) for t in streamed] == [(t.token, round(t.logprob, 4)) for t in content]
+    with pytest.raises(openai.BadRequestError):
+        api.chat.completions.create(model=MODEL, messages=QUESTION, top_logprobs=2)

@@ -75,7 +75,7 @@ public enum JetStreamAPI {
         func handle(_ event: TokenEvent) {
             guard !done else { return }
             switch event {
-            case .tokens(_, let piece):
+            case .tokens(_, let piece, _):
                 guard !piece.isEmpty else { return }
                 guard stream else {
                     text += piece
@@ -169,7 +169,7 @@ public enum JetStreamAPI {
 
         func handle(_ event: TokenEvent) {
             switch event {
-            case .tokens(let ids, let text):
+            case .tokens(let ids, let text, _):
                 if !call.send(JetStreamAPI.encodeDecodeResponse(text: text, ids: ids)) && !call.isCancelled {
                     cancel()
                     call.finish(ServingError.slowClient(bufferedBytes: call.writer.bufferedBytes).grpcStatus)

@@ -127,7 +127,7 @@ public enum OpenAIAPI {
                 throw APIError("The model `\(name)` does not exist (this server serves `\(service.modelName)`)", param: "model",
                                status: 404, code: "model_not_found")
             }
-            for unsupported in ["logprobs", "top_logprobs", "echo", "suffix", "logit_bias", "tools", "functions", "response_format"] {
+            for unsupported in ["echo", "suffix", "logit_bias", "tools", "functions", "response_format"] {
                 if let v = json[unsupported], !v.isNull, v != .bool(false), v != .number(0) {
                     throw APIError("`\(unsupported)` is not supported by this server", param: unsupported)
                 }
@@ -178,6 +178,21 @@ public enum OpenAIAPI {
                     throw APIError("`stop` must be a string or a list of at most 16 strings", param: "stop")
                 }
                 stop = stop.filter { !$0.isEmpty }
+            }
+            // Completions: `logprobs` is a count of alternatives; chat: `logprobs` true plus `top_logprobs`.
+            if chat {
+                let wanted = json["logprobs"]?.bool ?? false
+                if let t = json["top_logprobs"], !t.isNull {
+                    guard let k = t.int, (0...20).contains(k) else { throw APIError("`top_logprobs` must be an integer from 0 to 20", param: "top_logprobs") }
+                    guard wanted else { throw APIError("`top_logprobs` needs `logprobs: true`", param: "top_logprobs") }
+                    sampling.logprobs = k
+                } else if wanted {
+                    sampling.logprobs = 0
+                }
+                if let l = json["logprobs"], !l.isNull, l.bool == nil { throw APIError("`logprobs` must be a boolean", param: "logprobs") }
+            } else if let l = json["logprobs"], !l.isNull {
+                guard let k = l.int, (0...20).contains(k) else { throw APIError("`logprobs` must be an integer from 0 to 20", param: "logprobs") }
+                sampling.logprobs = k
             }
             if let v = json["n"], !v.isNull {
                 guard let count = v.int, (1...16).contains(count) else { throw APIError("`n` must be an integer from 1 to 16", param: "n") }
@@ -248,7 +263,8 @@ public enum OpenAIAPI {
         } catch {
             return APIError("\(error)").respond(writer)
         }
-        let exchange = CompletionExchange(writer: writer, chat: chat, model: service.modelName, params: params)
+        let exchange = CompletionExchange(writer: writer, chat: chat, model: service.modelName, params: params,
+                                          tokenizer: orchestrator.tokenizer)
         var handles: [RequestHandle] = []
         do throws(ServingError) {
             var g = SystemRandomNumberGenerator()
@@ -278,17 +294,20 @@ public enum OpenAIAPI {
         let chat: Bool
         let model: String
         let params: Parameters
+        let tokenizer: Tokenizer
         let id: String
         let created = Int(time(nil))
         private struct Choice {
             var text = ""
+            var logprobs: [(id: Int32, lp: TokenLogprobs, offset: Int)] = []
             var finish: FinishReason?
             var stats: RequestStats?
             var started = false
         }
         private let state: Locked<(choices: [Choice], handles: [RequestHandle], started: Bool, done: Bool, abandoned: Bool)>
 
-        init(writer: ResponseWriter, chat: Bool, model: String, params: Parameters) {
+        init(writer: ResponseWriter, chat: Bool, model: String, params: Parameters, tokenizer: Tokenizer) {
+            self.tokenizer = tokenizer
             self.writer = writer
             self.chat = chat
             self.model = model
@@ -316,16 +335,20 @@ public enum OpenAIAPI {
             let ok = state.withLock { s -> Bool in
                 guard !s.done && !s.abandoned else { return false }
                 switch event {
-                case .tokens(_, let text):
+                case .tokens(let ids, let text, let lps):
+                    let entries = zip(ids, lps).map { (id: $0, lp: $1, offset: s.choices[index].text.utf8.count) }
                     if params.stream {
                         if chat && !s.choices[index].started {
                             out.append(chunk(index, delta: .object([("role", .string("assistant")), ("content", .string(""))]), finish: nil))
                         }
                         s.choices[index].started = true
-                        if !text.isEmpty { out.append(chunk(index, delta: .string(text), finish: nil)) }
+                        if !text.isEmpty || !entries.isEmpty {
+                            out.append(chunk(index, delta: .string(text), finish: nil, logprobs: entries.isEmpty ? nil : logprobsJSON(entries)))
+                        }
                     } else {
-                        s.choices[index].text += text
+                        s.choices[index].logprobs += entries
                     }
+                    s.choices[index].text += text
                 case .finished(let reason, let stats):
                     s.choices[index].finish = reason
                     s.choices[index].stats = stats
@@ -375,7 +398,8 @@ public enum OpenAIAPI {
                     } else {
                         fields.append(("text", .string(c.text)))
                     }
-                    fields += [("logprobs", .null), ("finish_reason", .string(Self.reason(c.finish)))]
+                    let lp = params.sampling.logprobs == nil ? JSON.null : logprobsJSON(c.logprobs)
+                    fields += [("logprobs", lp), ("finish_reason", .string(Self.reason(c.finish)))]
                     return .object(fields)
                 }
                 writer.respond(status: 200, json: .object(envelope() + [("choices", .array(list)), ("usage", usage(choices))]))
@@ -386,7 +410,30 @@ public enum OpenAIAPI {
             [("id", .string(id)), ("object", .string(object)), ("created", .number(Double(created))), ("model", .string(model))]
         }
 
-        private func chunk(_ index: Int, delta: JSON?, finish: FinishReason?) -> JSON {
+        /// Chat: `{"content": [{"token", "logprob", "bytes", "top_logprobs"}]}`; completions: `{"tokens",
+        /// "token_logprobs", "top_logprobs", "text_offset"}`.
+        private func logprobsJSON(_ entries: [(id: Int32, lp: TokenLogprobs, offset: Int)]) -> JSON {
+            func bytes(_ id: Int32) -> [UInt8] { tokenizer.vocabulary.contains(id) ? tokenizer.vocabulary.bytes(id) : [] }
+            func token(_ id: Int32) -> String { String(decoding: bytes(id), as: UTF8.self) }
+            if chat {
+                return .object([("content", .array(entries.map { e in
+                    .object([("token", .string(token(e.id))), ("logprob", .number(Double(e.lp.logprob))),
+                             ("bytes", .array(bytes(e.id).map { .number(Double($0)) })),
+                             ("top_logprobs", .array(e.lp.top.map { a in
+                                 .object([("token", .string(token(a.id))), ("logprob", .number(Double(a.logprob))),
+                                          ("bytes", .array(bytes(a.id).map { .number(Double($0)) }))])
+                             }))])
+                }))])
+            }
+            return .object([
+                ("tokens", .array(entries.map { .string(token($0.id)) })),
+                ("token_logprobs", .array(entries.map { .number(Double($0.lp.logprob)) })),
+                ("top_logprobs", .array(entries.map { e in .object(e.lp.top.map { (token($0.id), .number(Double($0.logprob))) }) })),
+                ("text_offset", .array(entries.map { .number(Double($0.offset)) })),
+            ])
+        }
+
+        private func chunk(_ index: Int, delta: JSON?, finish: FinishReason?, logprobs: JSON? = nil) -> JSON {
             var choice: [(String, JSON)] = [("index", .number(Double(index)))]
             if chat {
                 let d: JSON = delta.map { $0.string != nil ? .object([("content", $0)]) : $0 } ?? .object([])
@@ -394,7 +441,7 @@ public enum OpenAIAPI {
             } else {
                 choice.append(("text", delta ?? .string("")))
             }
-            choice += [("logprobs", .null), ("finish_reason", finish.map { .string(Self.reason($0)) } ?? .null)]
+            choice += [("logprobs", logprobs ?? .null), ("finish_reason", finish.map { .string(Self.reason($0)) } ?? .null)]
             return .object(envelope() + [("choices", .array([.object(choice)]))])
         }
 

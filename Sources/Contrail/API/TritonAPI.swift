@@ -91,7 +91,7 @@ public enum TritonAPI {
 
         func handle(_ event: TokenEvent) {
             switch event {
-            case .tokens(_, let piece):
+            case .tokens(_, let piece, _):
                 guard stream else { text += piece; return }
                 guard !piece.isEmpty else { return }
                 if !started {

@@ -35,6 +35,8 @@ public final class Prefix: @unchecked Sendable {
     public let length: Int
     public let firstToken: Int32
     public let firstLogits: [Float]
+    /// The first token's log-probabilities, when the sampling asks for them.
+    public var firstLogprobs: TokenLogprobs? { sampler.lastLogprobs }
     let sampler: Sampler
     /// Per layer: keys and values, `length` × kvDim each (CPU backend).
     let keys: [[Float]]
@@ -53,6 +55,8 @@ public final class Prefix: @unchecked Sendable {
 public struct SlotToken: Sendable, Equatable {
     public let slot: Int
     public let token: Int32
+    /// When the slot's sampling asks for them.
+    public var logprobs: TokenLogprobs? = nil
 }
 
 public enum EngineError: Error, CustomStringConvertible, Equatable {

@@ -13,6 +13,9 @@ public struct SamplingParams: Sendable, Equatable {
     /// Hugging Face's / vLLM's: logits of tokens in the prompt or generated so far are divided by it
     /// (multiplied when negative). 1 is off.
     public var repetitionPenalty: Float = 1
+    /// Report log-probabilities: nil off; n: the chosen token's and the n most likely tokens' (0…20), from
+    /// the model's distribution before penalties and temperature.
+    public var logprobs: Int? = nil
 
     public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, minP: Float = 0, seed: UInt64 = 0) {
         self.temperature = temperature
@@ -59,6 +62,37 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     public mutating func nextUnit() -> Float { Float(next() >> 40) / Float(1 << 24) }
 }
 
+/// A token's log-probability and the most likely alternatives at its position.
+public struct TokenLogprobs: Sendable, Equatable {
+    public struct Alternative: Sendable, Equatable {
+        public let id: Int32
+        public let logprob: Float
+    }
+
+    public let logprob: Float
+    public let top: [Alternative]
+
+    /// Log-softmax of `logits` at `chosen` (whose logit was `chosenLogit`) and the `n` largest.
+    static func of(_ logits: UnsafeBufferPointer<Float>, chosenLogit: Float, n: Int) -> TokenLogprobs {
+        var maxLogit = -Float.infinity
+        for l in logits where l > maxLogit { maxLogit = l }
+        var sum: Double = 0
+        for l in logits { sum += Double(expf(l - maxLogit)) }
+        let lse = maxLogit + Float(log(sum))
+        var top: [Alternative] = []
+        if n > 0 {
+            // A small sorted list of the n largest: one pass, no full sort of the vocabulary.
+            for i in 0..<logits.count where top.count < n || logits[i] > top[top.count - 1].logprob {
+                let a = Alternative(id: Int32(i), logprob: logits[i])
+                let at = top.firstIndex { $0.logprob < a.logprob } ?? top.count
+                top.insert(a, at: at)
+                if top.count > n { top.removeLast() }
+            }
+        }
+        return TokenLogprobs(logprob: chosenLogit - lse, top: top.map { Alternative(id: $0.id, logprob: $0.logprob - lse) })
+    }
+}
+
 /// Picks the next token from logits; remembers what it picked (and the prompt) for the penalties.
 public struct Sampler: Sendable {
     public let params: SamplingParams
@@ -67,6 +101,8 @@ public struct Sampler: Sendable {
     /// Occurrences of each generated token (kept only when a penalty is on).
     private var generated: [Int32: Int] = [:]
     private var prompt: Set<Int32> = []
+    /// Of the last choice, when `params.logprobs` asks for them.
+    public private(set) var lastLogprobs: TokenLogprobs?
 
     public init(_ params: SamplingParams, prompt: [Int32] = []) {
         self.params = params
@@ -76,6 +112,15 @@ public struct Sampler: Sendable {
 
     /// Applies the penalties to `logits` in place, samples, and records the choice.
     public mutating func sample(_ logits: UnsafeMutableBufferPointer<Float>) -> Int32 {
+        guard let n = params.logprobs else { return choose(logits) }
+        // Log-probabilities describe the model's own distribution: taken before the penalties change it.
+        let raw = Array(logits)
+        let token = choose(logits)
+        lastLogprobs = raw.withUnsafeBufferPointer { TokenLogprobs.of($0, chosenLogit: $0[Int(token)], n: min(n, 20)) }
+        return token
+    }
+
+    private mutating func choose(_ logits: UnsafeMutableBufferPointer<Float>) -> Int32 {
         guard params.hasPenalties else { return sample(UnsafeBufferPointer(logits)) }
         let p = params
         if p.repetitionPenalty != 1 {

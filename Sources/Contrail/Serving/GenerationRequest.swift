@@ -71,7 +71,8 @@ public struct RequestStats: Sendable {
 public enum TokenEvent: Sendable {
     /// Newly generated ids and the text they completed. With `wantsText`, ids whose bytes end mid-character
     /// are held back and arrive with the id that completes the text; a reported stop token has empty text.
-    case tokens([Int32], text: String)
+    /// `logprobs` has one entry per id when the sampling asks for them (else it is empty).
+    case tokens([Int32], text: String, logprobs: [TokenLogprobs])
     case finished(FinishReason, RequestStats)
     case failed(ServingError)
 }

@@ -296,7 +296,7 @@ public final class Orchestrator: @unchecked Sendable {
             let finish: FinishReason? = r.stopIds.contains(first) ? .stop : r.maxTokens <= 1 ? .length : nil
             updateScheduler { $0.endPrefill(transferred: finish == nil) }
             // The first token goes out before the request can reach a slot, so it precedes its step tokens.
-            detokenizeQueue.push(.step([StepToken(request: r, token: first, finish: finish)]))
+            detokenizeQueue.push(.step([StepToken(request: r, token: first, finish: finish, logprobs: prefix.firstLogprobs)]))
             if finish == nil {
                 r.prefix = prefix
                 if !transferQueue.push(r) { detokenizeQueue.push(.fail(r, .unavailable("server is shutting down"))) }
@@ -364,7 +364,7 @@ public final class Orchestrator: @unchecked Sendable {
                         guard let r = slots[t.slot] else { continue }
                         r.generated += 1
                         let finish: FinishReason? = r.stopIds.contains(t.token) ? .stop : r.generated >= r.maxTokens ? .length : nil
-                        step.append(StepToken(request: r, token: t.token, finish: finish))
+                        step.append(StepToken(request: r, token: t.token, finish: finish, logprobs: t.logprobs))
                         if finish != nil {
                             engine.free(slot: t.slot)
                             slots[t.slot] = nil
@@ -431,16 +431,16 @@ public final class Orchestrator: @unchecked Sendable {
         r.outputTokens += 1
         let isStop = t.finish == .stop
         if isStop {
-            if r.request.reportStopToken { r.heldIds.append(t.token) }
+            if r.request.reportStopToken { r.hold(t) }
         } else if var d = r.detokenizer {
             let text = d.push(t.token)
             r.detokenizer = d
-            r.heldIds.append(t.token)
+            r.hold(t)
             r.heldText += text
             // Hold ids whose bytes end mid-character; they go out with the id that completes the text.
             if !d.hasPending && emitHeld(r, final: false) { return }
         } else {
-            r.onEvent(.tokens([t.token], text: ""))
+            r.onEvent(.tokens([t.token], text: "", logprobs: t.logprobs.map { [$0] } ?? []))
         }
         if let reason = t.finish { finish(r, reason) }
     }
@@ -452,8 +452,9 @@ public final class Orchestrator: @unchecked Sendable {
         let stops = r.request.stopStrings
         if !stops.isEmpty, let cut = StopMatcher.firstMatch(in: r.heldText, stops) {
             let before = String(r.heldText.unicodeScalars[..<cut])
-            if !before.isEmpty || !r.heldIds.isEmpty { r.onEvent(.tokens(r.heldIds, text: before)) }
+            if !before.isEmpty || !r.heldIds.isEmpty { r.onEvent(.tokens(r.heldIds, text: before, logprobs: r.heldLogprobs)) }
             r.heldIds.removeAll()
+            r.heldLogprobs.removeAll()
             r.heldText = ""
             // The generate thread frees the slot at its next step; the tokens it may still make are dropped.
             r.cancel()
@@ -464,8 +465,9 @@ public final class Orchestrator: @unchecked Sendable {
         guard !r.heldIds.isEmpty || r.heldText.unicodeScalars.count > keep else { return false }
         let scalars = r.heldText.unicodeScalars
         let split = scalars.index(scalars.endIndex, offsetBy: -keep)
-        r.onEvent(.tokens(r.heldIds, text: String(scalars[..<split])))
+        r.onEvent(.tokens(r.heldIds, text: String(scalars[..<split]), logprobs: r.heldLogprobs))
         r.heldIds.removeAll(keepingCapacity: true)
+        r.heldLogprobs.removeAll(keepingCapacity: true)
         r.heldText = String(scalars[split...])
         return false
     }
@@ -504,6 +506,7 @@ struct StepToken {
     let request: ActiveRequest
     let token: Int32
     let finish: FinishReason?
+    var logprobs: TokenLogprobs? = nil
 }
 
 enum DetokenizeItem {
@@ -538,6 +541,7 @@ final class ActiveRequest: @unchecked Sendable {
     // detokenize
     var detokenizer: StreamingDetokenizer?
     var heldIds: [Int32] = []
+    var heldLogprobs: [TokenLogprobs] = []
     var heldText = ""
     var outputTokens = 0
     var firstTokenAt: UInt64 = 0
@@ -557,6 +561,12 @@ final class ActiveRequest: @unchecked Sendable {
 
     var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
     func cancel() { cancelled.store(true, ordering: .relaxed) }
+
+    /// Keeps a token (and its log-probabilities) until its text can go out.
+    func hold(_ t: StepToken) {
+        heldIds.append(t.token)
+        if let lp = t.logprobs { heldLogprobs.append(lp) }
+    }
 
     /// The last event.
     func end(_ event: TokenEvent) {

@@ -119,7 +119,7 @@ public final class CPUEngine: Engine {
             slots[s].length += 1
             let next = slots[s].sampler.sample(UnsafeMutableBufferPointer(start: state.logits + j * config.vocabSize, count: config.vocabSize))
             slots[s].lastToken = next
-            out.append(SlotToken(slot: s, token: next))
+            out.append(SlotToken(slot: s, token: next, logprobs: slots[s].sampler.lastLogprobs))
         }
         return out
     }
