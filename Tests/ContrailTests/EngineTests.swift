@@ -96,6 +96,37 @@ struct EngineTests {
         #expect(logits.withUnsafeBufferPointer { topK1.sample($0) } == 6)
     }
 
+    /// Top-p keeps the smallest set of most likely tokens whose mass reaches p and samples them in
+    /// proportion: measured over many draws on a five-token vocabulary.
+    @Test func topPKeepsTheRightMass() {
+        let probs: [Double] = [0.5, 0.25, 0.15, 0.07, 0.03]
+        let logits = probs.map { Float(log($0)) }
+        var counts = [Int](repeating: 0, count: 5)
+        var s = Sampler(SamplingParams(temperature: 1, topP: 0.8, seed: 42))
+        let draws = 20_000
+        for _ in 0..<draws { counts[Int(logits.withUnsafeBufferPointer { s.sample($0) })] += 1 }
+        // 0.5 + 0.25 < 0.8 ≤ 0.5 + 0.25 + 0.15: three tokens stay, renormalised over 0.9.
+        #expect(counts[3] == 0 && counts[4] == 0)
+        for i in 0..<3 {
+            let expected = probs[i] / 0.9
+            // Five standard deviations of a binomial proportion.
+            let tolerance = 5 * (expected * (1 - expected) / Double(draws)).squareRoot()
+            #expect(abs(Double(counts[i]) / Double(draws) - expected) < tolerance, "token \(i): \(counts[i])")
+        }
+    }
+
+    /// As temperature goes to 0, sampling becomes greedy.
+    @Test func lowTemperatureIsGreedy() {
+        var g = SeededGenerator(seed: 9)
+        for trial in 0..<50 {
+            var logits = (0..<200).map { _ in g.nextUnit() * 8 }
+            // A leader by 0.05: at temperature 0.001 the runner-up's odds are e^-50.
+            logits[Int(g.next() % 200)] = logits.max()! + 0.05
+            var s = Sampler(SamplingParams(temperature: 0.001, seed: UInt64(trial)))
+            #expect(logits.withUnsafeBufferPointer { s.sample($0) } == logits.withUnsafeBufferPointer { Sampler.argmax($0) })
+        }
+    }
+
     /// Log-probabilities come from the model's distribution (before penalties and temperature).
     @Test func logprobs() {
         var p = SamplingParams(temperature: 0.7, seed: 5)
