@@ -52,22 +52,29 @@ struct EngineTests {
     }
 
     /// A prompt decoded alone and among other live slots gives the same greedy ids.
+    /// A prompt decoded alone and among others gives the same tokens, and bit-identical log-probabilities:
+    /// every batch size runs the same arithmetic per sequence.
     @Test func batchInvariance() throws {
         let engine = try CPUEngine(Checkpoint.open(Fixtures.path(Fixtures.smol)), slots: 4, maxCacheLength: 64)
         let prompts: [[Int32]] = [[504, 3575, 282, 4649, 314], [1, 2, 3], [9906, 1917], [42, 43, 44, 45, 46, 47]]
-        func alone(_ p: [Int32]) throws -> [Int32] {
-            let prefix = try engine.prefill(p, sampling: .greedy)
+        var sampling = SamplingParams.greedy
+        sampling.logprobs = 0
+        func alone(_ p: [Int32]) throws -> [Float] {
+            let prefix = try engine.prefill(p, sampling: sampling)
             try engine.insert(prefix, slot: 0)
-            var ids = [prefix.firstToken]
-            for _ in 0..<5 { ids.append(try engine.generate()[0].token) }
+            var out = [Float(prefix.firstToken)]
+            for _ in 0..<5 {
+                let t = try engine.generate()[0]
+                out += [Float(t.token), t.logprobs!.logprob]
+            }
             engine.free(slot: 0)
-            return ids
+            return out
         }
         let expected = try prompts.map(alone)
-        for (s, p) in prompts.enumerated() { try engine.insert(engine.prefill(p, sampling: .greedy), slot: s) }
-        var got: [[Int32]] = prompts.indices.map { _ in [] }
-        for (s, p) in prompts.enumerated() { got[s].append(try engine.prefill(p, sampling: .greedy).firstToken) }
-        for _ in 0..<5 { for t in try engine.generate() { got[t.slot].append(t.token) } }
+        for (s, p) in prompts.enumerated() { try engine.insert(engine.prefill(p, sampling: sampling), slot: s) }
+        var got: [[Float]] = prompts.indices.map { _ in [] }
+        for (s, p) in prompts.enumerated() { got[s].append(Float(try engine.prefill(p, sampling: sampling).firstToken)) }
+        for _ in 0..<5 { for t in try engine.generate() { got[t.slot] += [Float(t.token), t.logprobs!.logprob] } }
         #expect(got == expected)
     }
 

@@ -118,7 +118,7 @@ struct KernelTests {
             return y
         }
         let full = run(16)
-        for batch in [8, 9, 10, 13] {
+        for batch in [1, 2, 3, 5, 8, 9, 10, 13] {
             let y = run(batch)
             #expect(Array(full[0..<batch * rows]) == y, "\(type) batch \(batch) vs 16")
         }
