@@ -340,7 +340,7 @@ public final class Orchestrator: @unchecked Sendable {
                 do {
                     try engine.insert(prefix, slot: slot)
                     r.prefix = nil
-                    r.insertedAt = contrail_now_ns()
+                    r.insertedAt.store(contrail_now_ns(), ordering: .relaxed)
                     slots[slot] = r
                 } catch {
                     out.append(.fail(r, .engine("\(error)")))
@@ -537,7 +537,9 @@ final class ActiveRequest: @unchecked Sendable {
     var generated = 0
     var prefillStart: UInt64 = 0
     var prefillEnd: UInt64 = 0
-    var insertedAt: UInt64 = 0
+    /// Written by the generate thread, read by the detokenize thread (which may end a request by a stop
+    /// string while it is still on its way to a slot).
+    let insertedAt = Atomic<UInt64>(0)
     // detokenize
     var detokenizer: StreamingDetokenizer?
     var heldIds: [Int32] = []
@@ -583,7 +585,7 @@ final class ActiveRequest: @unchecked Sendable {
         s.prefillSeconds = seconds(prefillStart, prefillEnd)
         s.timeToFirstToken = seconds(submitted, firstTokenAt)
         s.totalSeconds = seconds(submitted, now)
-        s.waitSeconds = s.queueSeconds + seconds(prefillEnd, insertedAt)
+        s.waitSeconds = s.queueSeconds + seconds(prefillEnd, insertedAt.load(ordering: .relaxed))
         return s
     }
 }
