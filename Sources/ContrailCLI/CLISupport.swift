@@ -31,3 +31,19 @@ func formatBytes(_ n: Int) -> String {
 }
 
 func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }
+
+/// The sampling flags `generate` and `serve` share (for `serve`, the default of APIs that carry none).
+struct SamplingOptions: ParsableArguments {
+    @Option(name: .long, help: "Sampling temperature (0: greedy).") var temperature: Float = 0
+    @Option(name: .long, help: "Keep only the k most likely tokens (0: all).") var topK = 0
+    @Option(name: .long, help: "Nucleus sampling mass.") var topP: Float = 1
+    @Option(name: .long, help: "Drop tokens below this fraction of the top probability.") var minP: Float = 0
+    @Option(name: .long, help: "Random seed for sampling.") var seed: UInt64 = 0
+
+    func validate() throws {
+        if temperature < 0 { throw ValidationError("--temperature must not be negative") }
+        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
+    }
+
+    var params: SamplingParams { SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed) }
+}

@@ -15,18 +15,12 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Model file or checkpoint directory (default: the SmolLM2 fixture).") var model: String?
     @Option(name: .long, help: "Tokenizer file (default: the one inside the GGUF model).") var tokenizer: String?
     @Option(name: .long, help: "Most tokens to generate.") var maxTokens = 128
-    @Option(name: .long, help: "Sampling temperature (0: greedy).") var temperature: Float = 0
-    @Option(name: .long, help: "Keep only the k most likely tokens (0: all).") var topK = 0
-    @Option(name: .long, help: "Nucleus sampling mass.") var topP: Float = 1
-    @Option(name: .long, help: "Drop tokens below this fraction of the top probability.") var minP: Float = 0
-    @Option(name: .long, help: "Random seed for sampling.") var seed: UInt64 = 0
+    @OptionGroup(title: "Sampling") var sampling: SamplingOptions
     @Flag(name: .long, help: "Wrap the prompt as a user message in the model's chat template.") var chat = false
     @Argument(help: "The prompt.") var prompt: String
 
     func validate() throws {
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1") }
-        if temperature < 0 { throw ValidationError("--temperature must not be negative") }
-        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
     }
 
     func run() throws {
@@ -37,10 +31,9 @@ struct GenerateCommand: ParsableCommand {
             let text = chat ? tok.chatTemplate.render([ChatMessage(role: "user", content: prompt)]) : prompt
             let ids = tok.encode(text)
             let engine = try CPUEngine(checkpoint, slots: 1, maxCacheLength: ids.count + maxTokens + 1)
-            let sampling = SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed)
             let t0 = contrail_now_ns()
             let prefix: Prefix
-            do { prefix = try engine.prefill(ids, sampling: sampling) } catch { throw fail("\(error)") }
+            do { prefix = try engine.prefill(ids, sampling: sampling.params) } catch { throw fail("\(error)") }
             let t1 = contrail_now_ns()
             try engine.insert(prefix, slot: 0)
             var detok = StreamingDetokenizer(tokenizer: tok, skipSpecial: true, atStart: false)

@@ -45,12 +45,7 @@ struct ServeCommand: ParsableCommand {
     var maxWaitingSteps = 16
     @Option(name: .long, help: "Prefill threads.") var prefillThreads = 1
 
-    // Default sampling for APIs without sampling fields (JetStream's are greedy).
-    @Option(name: .long, help: "Default sampling temperature (0: greedy).") var temperature: Float = 0
-    @Option(name: .long, help: "Default top-k (0: off).") var topK = 0
-    @Option(name: .long, help: "Default top-p.") var topP: Float = 1
-    @Option(name: .long, help: "Default min-p.") var minP: Float = 0
-    @Option(name: .long, help: "Default sampling seed.") var seed: UInt64 = 0
+    @OptionGroup(title: "Default sampling (APIs that carry none, such as JetStream's)") var sampling: SamplingOptions
     @Option(name: .long, help: ArgumentHelp("How JetStream text prompts reach the model: raw (as JetStream), chat (wrapped in the model's chat template as a user message), or auto.",
                                             discussion: "auto: chat for models that ship a chat template, unless the prompt already contains control tokens; raw otherwise."))
     var promptFormat = "auto"
@@ -97,8 +92,6 @@ struct ServeCommand: ParsableCommand {
         if maxWaitingSteps < 1 { throw ValidationError("--max-waiting-steps must be at least 1") }
         if prefillThreads < 1 { throw ValidationError("--prefill-threads must be at least 1") }
         if GenerationRequest.PromptFormat(rawValue: promptFormat) == nil { throw ValidationError("--prompt-format must be raw, chat or auto") }
-        if temperature < 0 { throw ValidationError("--temperature must not be negative") }
-        if !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let q = quantizeWeights, Self.flagValue(q) == nil { throw ValidationError("--quantize_weights expects True or False, got \(q)") }
         if let q = quantizeKVCache {
             guard let on = Self.flagValue(q) else { throw ValidationError("--quantize_kv_cache expects True or False, got \(q)") }
@@ -137,12 +130,12 @@ struct ServeCommand: ParsableCommand {
         }
         let name = modelName ?? String(path.split(separator: "/").last ?? "model")
         let state = ServerState(.starting)
-        let sampling = SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed)
-        let service = ModelService(state: state, modelName: name, metrics: Metrics(modelName: name), defaultSampling: sampling,
+        let service = ModelService(state: state, modelName: name, metrics: Metrics(modelName: name), defaultSampling: sampling.params,
                                    promptFormat: GenerationRequest.PromptFormat(rawValue: promptFormat) ?? .auto)
         var keys = apiKey
         if let file = apiKeyFile {
-            guard let text = readTextFile(file) else { throw fail("cannot read --api-key-file \(file)") }
+            let text: String
+            do { text = String(decoding: try MappedFile(path: file).bytes, as: UTF8.self) } catch { throw fail("--api-key-file: \(error)") }
             keys += text.split(whereSeparator: \.isNewline).map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
             if keys.isEmpty { throw fail("--api-key-file \(file) holds no keys") }
         }
@@ -230,20 +223,6 @@ struct ServeCommand: ParsableCommand {
         orchestrator.start()
         return orchestrator
     }
-}
-
-/// A whole (small) text file, or nil.
-func readTextFile(_ path: String) -> String? {
-    guard let f = fopen(path, "r") else { return nil }
-    defer { fclose(f) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = fread(&buffer, 1, buffer.count, f)
-        if n <= 0 { break }
-        bytes += buffer[0..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 struct ServeError: Error, CustomStringConvertible {
