@@ -22,7 +22,7 @@ public enum OpenAIAPI {
     /// vLLM's helper: `{"prompt": str}` or `{"messages": […]}` (chat template applied) → `{"tokens", "count",
     /// "max_model_len"}`. `add_special_tokens` (default true) adds BOS where the tokenizer does.
     static func tokenize(_ request: HTTPRequest, _ writer: ResponseWriter, _ service: ModelService) {
-        do {
+        do throws(APIError) {
             let o = try readyOrchestrator(service)
             let json = try parse(request.body)
             let text: String
@@ -37,16 +37,14 @@ public enum OpenAIAPI {
             writer.respond(status: 200, json: .object([("tokens", .array(ids.map { .number(Double($0)) })),
                                                        ("count", .number(Double(ids.count))),
                                                        ("max_model_len", .number(Double(o.engine.maxCacheLength)))]))
-        } catch let e as APIError {
-            e.respond(writer)
         } catch {
-            APIError("\(error)").respond(writer)
+            error.respond(writer)
         }
     }
 
     /// vLLM's helper: `{"tokens": [int]}` → `{"prompt": str}`.
     static func detokenize(_ request: HTTPRequest, _ writer: ResponseWriter, _ service: ModelService) {
-        do {
+        do throws(APIError) {
             let o = try readyOrchestrator(service)
             let json = try parse(request.body)
             guard let list = json["tokens"]?.array, list.allSatisfy({ $0.int != nil }) else {
@@ -58,10 +56,8 @@ public enum OpenAIAPI {
                 return
             }
             throw APIError("token id \(bad) is outside the vocabulary (0..<\(o.tokenizer.vocabSize))", param: "tokens")
-        } catch let e as APIError {
-            e.respond(writer)
         } catch {
-            APIError("\(error)").respond(writer)
+            error.respond(writer)
         }
     }
 
@@ -69,16 +65,12 @@ public enum OpenAIAPI {
         do throws(ServingError) { return try service.ready() } catch { throw APIError(error) }
     }
 
+    /// The request body as a JSON object.
     static func parse(_ body: [UInt8]) throws(APIError) -> JSON {
-        do {
-            let json = try JSON.parse(body)
-            guard json.object != nil else { throw APIError("the request body must be a JSON object") }
-            return json
-        } catch let e as APIError {
-            throw e
-        } catch {
-            throw APIError("the request body is not JSON: \(error)")
-        }
+        let json: JSON
+        do { json = try JSON.parse(body) } catch { throw APIError("the request body is not JSON: \(error)") }
+        guard json.object != nil else { throw APIError("the request body must be a JSON object") }
+        return json
     }
 
     /// A request error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
@@ -121,8 +113,8 @@ public enum OpenAIAPI {
         var stream = false
         var includeUsage = false
 
+        /// `json`: an object (see `parse`).
         init(_ json: JSON, chat: Bool, service: ModelService, tokenizer: Tokenizer) throws(APIError) {
-            guard json.object != nil else { throw APIError("the request body must be a JSON object") }
             if let m = json["model"], let name = m.string, name != service.modelName {
                 throw APIError("The model `\(name)` does not exist (this server serves `\(service.modelName)`)", param: "model",
                                status: 404, code: "model_not_found")
@@ -252,16 +244,12 @@ public enum OpenAIAPI {
 
     static func handle(_ request: HTTPRequest, _ writer: ResponseWriter, _ service: ModelService, chat: Bool) {
         let orchestrator: Orchestrator
-        do throws(ServingError) { orchestrator = try service.ready() } catch { return APIError(error).respond(writer) }
         let params: Parameters
-        do {
-            let json: JSON
-            do { json = try JSON.parse(request.body) } catch { throw APIError("the request body is not JSON: \(error)") }
-            params = try Parameters(json, chat: chat, service: service, tokenizer: orchestrator.tokenizer)
-        } catch let e as APIError {
-            return e.respond(writer)
+        do throws(APIError) {
+            orchestrator = try readyOrchestrator(service)
+            params = try Parameters(parse(request.body), chat: chat, service: service, tokenizer: orchestrator.tokenizer)
         } catch {
-            return APIError("\(error)").respond(writer)
+            return error.respond(writer)
         }
         let exchange = CompletionExchange(writer: writer, chat: chat, model: service.modelName, params: params,
                                           tokenizer: orchestrator.tokenizer)
