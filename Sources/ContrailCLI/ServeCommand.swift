@@ -135,7 +135,13 @@ struct ServeCommand: ParsableCommand {
         var keys = apiKey
         if let file = apiKeyFile {
             let text: String
-            do { text = String(decoding: try MappedFile(path: file).bytes, as: UTF8.self) } catch { throw fail("--api-key-file: \(error)") }
+            do {
+                let mapped = try MappedFile(path: file)
+                // The mapping must outlive the read of its bytes.
+                text = withExtendedLifetime(mapped) { String(decoding: mapped.bytes, as: UTF8.self) }
+            } catch {
+                throw fail("--api-key-file: \(error)")
+            }
             keys += text.split(whereSeparator: \.isNewline).map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
             if keys.isEmpty { throw fail("--api-key-file \(file) holds no keys") }
         }
