@@ -1,6 +1,6 @@
-// Fused dequantize-and-dot AVX2/FMA/F16C kernels for the 32-element block types (Q4_0, Q4_1, Q5_0, Q8_0):
-// one weight row against f32 activations, without expanding the row. Used by ck_matvec when the CPU
-// has AVX2; checked against the portable kernels in the tests.
+// AVX2/FMA/F16C kernels: SIMD row expansion and the expand-once matmul the engine uses (on CPUs without
+// AVX-512), and fused dequantize-and-dot kernels for the 32-element block types (Q4_0, Q4_1, Q5_0, Q8_0)
+// behind ck_matvec. All checked against the portable kernels in the tests.
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <string.h>
@@ -198,7 +198,7 @@ static inline float dot1(const float *row, const float *x, int64_t n) {
     return sum;
 }
 
-/// Batched rows for larger batches (prefill, many slots): expand weight rows two at a time into `buf`
+/// Any batch (decode slots, prefill chunks): expand weight rows two at a time into `buf`
 /// (2 × cols floats) and multiply them with the activation vectors four at a time.
 int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
                           float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {

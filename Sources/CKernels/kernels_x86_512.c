@@ -1,5 +1,6 @@
-// AVX-512F fused dequantize-and-dot kernels for Q4_0, Q4_1 and Q8_0: sixteen lanes halve the
-// conversion work per weight compared with AVX2. Selected at run time when the CPU has AVX-512F.
+// AVX-512F kernels, selected at run time when the CPU has AVX-512F/BW/VL: the 4×6 / 4×4 register-blocked
+// expand-once matmul the engine uses, and fused dequantize-and-dot kernels for Q4_0, Q4_1 and Q8_0 behind
+// ck_matvec (sixteen lanes halve the conversion work per weight compared with AVX2).
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <string.h>

@@ -30,6 +30,13 @@ struct KernelTests {
         return bytes
     }
 
+    /// `rows` random rows of `type`, with their stride and the kernels' type code.
+    func randomMatrix(_ type: TensorType, rows: Int, columns: Int, rng: inout SeededGenerator) -> (bytes: [UInt8], rowBytes: Int, code: Int32) {
+        var bytes: [UInt8] = []
+        for _ in 0..<rows { bytes += randomRow(type, columns: columns, rng: &rng) }
+        return (bytes, type.byteCount(elements: columns)!, Int32(CPUKernels.ggmlType(type)))
+    }
+
     @Test(arguments: [TensorType.f32, .f16, .bf16, .i8, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K])
     func variantsMatchPortable(_ type: TensorType) throws {
         guard ck_has_avx2() == 1 else {
@@ -38,12 +45,9 @@ struct KernelTests {
         }
         var rng = SeededGenerator(seed: 42)
         let rows = 8, columns = 512
-        var weights: [UInt8] = []
-        for _ in 0..<rows { weights += randomRow(type, columns: columns, rng: &rng) }
+        let (weights, rowBytes, t) = randomMatrix(type, rows: rows, columns: columns, rng: &rng)
         let x = (0..<columns).map { _ in rng.nextUnit() * 2 - 1 }
-        let rowBytes = type.byteCount(elements: columns)!
         var portable = [Float](repeating: 0, count: rows), fast = [Float](repeating: 0, count: rows)
-        let t = Int32(CPUKernels.ggmlType(type))
         ck_force_generic(1)
         _ = ck_matvec(t, weights, Int64(rowBytes), Int64(columns), x, &portable, 0, Int64(rows))
         // Each SIMD level the CPU has: at most AVX2, then the best (AVX-512 where present).
@@ -65,17 +69,14 @@ struct KernelTests {
         }
     }
 
-    /// The batched matmul (fused per vector for small batches, expand-once for large ones) against the
-    /// portable per-vector kernel, for batch sizes around the switch-over.
+    /// The batched matmul (rows expanded once, register-blocked over the vectors) against the portable
+    /// per-vector kernel, for batch sizes that fill the register blocks and leave remainders.
     @Test(arguments: [TensorType.q4_0, .q4_1, .q8_0, .q5_0, .q4_K, .q6_K, .f32])
     func batchedMatmulMatchesPerVector(_ type: TensorType) throws {
         var rng = SeededGenerator(seed: 7)
         // f32 rows of 520 exercise the SIMD kernels' partial last chunk.
         let rows = 6, columns = type == .f32 ? 520 : 512
-        var weights: [UInt8] = []
-        for _ in 0..<rows { weights += randomRow(type, columns: columns, rng: &rng) }
-        let rowBytes = type.byteCount(elements: columns)!
-        let t = Int32(CPUKernels.ggmlType(type))
+        let (weights, rowBytes, t) = randomMatrix(type, rows: rows, columns: columns, rng: &rng)
         // Native (AVX-512 where present) and AVX2-limited dispatch.
         for (limit, batch) in [0, 2].flatMap({ l in [1, 2, 3, 4, 7, 8, 9, 16].map { (l, $0) } }) {
             let x = (0..<batch * columns).map { _ in rng.nextUnit() * 2 - 1 }
@@ -107,10 +108,7 @@ struct KernelTests {
     func expandedMatmulIsBatchInvariant(_ type: TensorType) throws {
         var rng = SeededGenerator(seed: 11)
         let rows = 7, columns = type == .f32 ? 200 : 256
-        var weights: [UInt8] = []
-        for _ in 0..<rows { weights += randomRow(type, columns: columns, rng: &rng) }
-        let rowBytes = type.byteCount(elements: columns)!
-        let t = Int32(CPUKernels.ggmlType(type))
+        let (weights, rowBytes, t) = randomMatrix(type, rows: rows, columns: columns, rng: &rng)
         let x = (0..<16 * columns).map { _ in rng.nextUnit() * 2 - 1 }
         func run(_ batch: Int) -> [Float] {
             var y = [Float](repeating: 0, count: batch * rows)
