@@ -55,6 +55,9 @@ class GenerationExchange: @unchecked Sendable {
     func cancel() { handle.withLock { $0 }?.cancel() }
 }
 
+/// Response head of a Server-Sent Events stream (OpenAI and Triton streaming).
+let serverSentEventsHeaders: HTTPHeaders = ["content-type": "text/event-stream", "cache-control": "no-cache"]
+
 /// Random ids for streamed chunks (`id`), unique enough to correlate logs.
 func randomRequestId() -> String {
     var g = SystemRandomNumberGenerator()

@@ -354,7 +354,7 @@ public enum OpenAIAPI {
                 }
                 if params.stream && !s.started && (fail == nil) {
                     s.started = true
-                    writer.start(status: 200, headers: ["content-type": "text/event-stream", "cache-control": "no-cache"])
+                    writer.start(status: 200, headers: serverSentEventsHeaders)
                 }
                 return true
             }

@@ -96,7 +96,7 @@ public enum TritonAPI {
                 guard !piece.isEmpty else { return }
                 if !started {
                     started = true
-                    writer.start(status: 200, headers: ["content-type": "text/event-stream", "cache-control": "no-cache"])
+                    writer.start(status: 200, headers: serverSentEventsHeaders)
                 }
                 if !writer.write(Array("data: \(object(piece).serialized)\n\n".utf8)) && !writer.isCancelled {
                     cancel()
@@ -105,7 +105,7 @@ public enum TritonAPI {
             case .finished(let reason, _):
                 if reason == .cancelled && writer.isCancelled { return }
                 if stream {
-                    if !started { writer.start(status: 200, headers: ["content-type": "text/event-stream", "cache-control": "no-cache"]) }
+                    if !started { writer.start(status: 200, headers: serverSentEventsHeaders) }
                     writer.finish()
                 } else {
                     writer.respond(status: 200, json: object(text))
