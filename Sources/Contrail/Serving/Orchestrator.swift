@@ -72,16 +72,14 @@ public final class Orchestrator: @unchecked Sendable {
     /// Runs each prefill bucket the engine needs warm (every bucket for shape-compiling backends, the
     /// smallest for the CPU) and a decode step over all slots, before any request arrives.
     public func warmUp() throws {
-        let lengths = engine.compilesPerShape ? buckets : [buckets[0]]
-        for n in lengths {
-            let tokens = [Int32](repeating: tokenizer.bosId ?? 0, count: n)
-            let prefix = try engine.prefill(tokens, trueLength: n, sampling: .greedy)
-            if n == lengths.last {
-                for s in 0..<engine.slotCount { try engine.insert(prefix, slot: s) }
-                _ = try engine.generate()
-                for s in 0..<engine.slotCount { engine.free(slot: s) }
-            }
+        var prefix: Prefix?
+        for n in engine.compilesPerShape ? buckets : [buckets[0]] {
+            prefix = try engine.prefill([Int32](repeating: tokenizer.bosId ?? 0, count: n), trueLength: n, sampling: .greedy)
         }
+        guard let prefix else { return }
+        for s in 0..<engine.slotCount { try engine.insert(prefix, slot: s) }
+        _ = try engine.generate()
+        for s in 0..<engine.slotCount { engine.free(slot: s) }
     }
 
     public func start() {
@@ -105,6 +103,7 @@ public final class Orchestrator: @unchecked Sendable {
         prefillQueue.close()
         transferQueue.close()
         generateBacklog.close()
+        // The detokenize thread (started last) delivers what the others end, so it stops last.
         for t in threads where t !== threads.last { t.join() }
         detokenizeQueue.close()
         threads.last?.join()
