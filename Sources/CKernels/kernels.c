@@ -43,11 +43,15 @@ int ck_has_avx512(void) {
 #endif
 }
 
-/// 0: best available, 1: portable only, 2: at most AVX2 (tests compare the variants).
+/// 0: best available, 1: portable only, 2: at most AVX2. The process setting (CONTRAIL_ISA) can be
+/// overridden per thread, so a test comparing variants on its own thread never changes the kernels that
+/// an engine running beside it uses.
 static int isa_limit_value = 0;
+static _Thread_local int thread_isa_limit = -1;
 void ck_set_isa_limit(int limit) { __atomic_store_n(&isa_limit_value, limit, __ATOMIC_RELAXED); }
-void ck_force_generic(int on) { ck_set_isa_limit(on ? 1 : 0); }
-#define isa_limit __atomic_load_n(&isa_limit_value, __ATOMIC_RELAXED)
+void ck_set_thread_isa_limit(int limit) { thread_isa_limit = limit; }
+void ck_force_generic(int on) { ck_set_thread_isa_limit(on ? 1 : -1); }
+#define isa_limit (thread_isa_limit >= 0 ? thread_isa_limit : __atomic_load_n(&isa_limit_value, __ATOMIC_RELAXED))
 #define forced_generic (isa_limit == 1)
 
 int ck_dequantize(int type, const void *src, float *dst, int64_t n) {

@@ -52,13 +52,13 @@ struct KernelTests {
         _ = ck_matvec(t, weights, Int64(rowBytes), Int64(columns), x, &portable, 0, Int64(rows))
         // Each SIMD level the CPU has: at most AVX2, then the best (AVX-512 where present).
         for limit: Int32 in ck_has_avx512() == 1 ? [2, 0] : [0] {
-            ck_set_isa_limit(limit)
+            ck_set_thread_isa_limit(limit)
             _ = ck_matvec(t, weights, Int64(rowBytes), Int64(columns), x, &fast, 0, Int64(rows))
             for r in 0..<rows {
                 #expect(abs(portable[r] - fast[r]) <= 1e-4 * max(1, abs(portable[r])), "\(type) limit \(limit) row \(r): \(portable[r]) vs \(fast[r])")
             }
         }
-        ck_set_isa_limit(0)
+        ck_set_thread_isa_limit(-1)
         // And the portable kernel agrees with the Swift reference dequantizer (itself checked against gguf-py).
         var row = [Float](repeating: 0, count: columns)
         for r in 0..<rows {
@@ -81,7 +81,7 @@ struct KernelTests {
         for (limit, batch) in [0, 2].flatMap({ l in [1, 2, 3, 4, 7, 8, 9, 16].map { (l, $0) } }) {
             let x = (0..<batch * columns).map { _ in rng.nextUnit() * 2 - 1 }
             var y = [Float](repeating: 0, count: batch * rows)
-            ck_set_isa_limit(Int32(limit))
+            ck_set_thread_isa_limit(Int32(limit))
             _ = ck_matmul(t, weights, Int64(rowBytes), Int64(columns), x, Int64(columns), &y, Int64(rows), Int64(batch), 0, Int64(rows))
             ck_force_generic(1)
             for b in 0..<batch {

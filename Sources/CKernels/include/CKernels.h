@@ -31,10 +31,12 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
 int ck_has_avx2(void);
 /// 1 when the AVX-512 kernels run on this CPU (they are preferred then).
 int ck_has_avx512(void);
-/// Tests: force the portable kernels (1) or allow dispatch again (0).
-void ck_force_generic(int on);
-/// Tests: 0 uses the best kernels, 1 only the portable ones, 2 at most the AVX2 ones.
+/// Process-wide (CONTRAIL_ISA): 0 uses the best kernels, 1 only the portable ones, 2 at most the AVX2 ones.
 void ck_set_isa_limit(int limit);
+/// Tests: the same limit for calls on this thread only; -1 follows the process-wide setting again.
+void ck_set_thread_isa_limit(int limit);
+/// Tests: force the portable kernels on this thread (1) or follow the process-wide setting again (0).
+void ck_force_generic(int on);
 
 #ifdef __cplusplus
 }
