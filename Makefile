@@ -10,7 +10,7 @@ DEFAULT_MODEL := $(CONTRAIL_HOME)/fixtures/SmolLM2-135M-Instruct.Q4_1.gguf
 
 FUZZ_SECONDS ?= 30
 
-.PHONY: soak bench-batching bench-engine bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
+.PHONY: soak bench-batching bench-serve bench-engine bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
 
 ## Debian packages: libnghttp2, OpenSSL, protobuf-c (+ protoc-c), sentencepiece.
 deps:
@@ -54,6 +54,12 @@ test: test-swift test-python fuzz test-tsan
 bench-engine: release fixtures
 	@command -v cmake >/dev/null || scripts/install-deps.sh --bench
 	python3 scripts/bench_engine.py
+
+## Contrail's server vs llama.cpp's server (OpenAI route, concurrency 1/4/16 and a rate sweep, driven by
+## `contrail bench`); prints ratios, rewrites the table in BENCHMARKS.md and docs/bench-serve.svg.
+bench-serve: release fixtures
+	@command -v cmake >/dev/null || scripts/install-deps.sh --bench
+	python3 scripts/bench_serve.py
 
 ## Contrail vs nginx (wrk, HTTP/1.1) and h2o (h2load, h2c) on GET /healthcheck; prints ratios.
 bench-http: test-deps release

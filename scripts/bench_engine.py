@@ -1,50 +1,21 @@
 #!/usr/bin/env python3
 """`make bench-engine`: Contrail's CPU engine vs llama.cpp on both GGUF fixtures, in one run, 2 threads.
 
-llama.cpp is built from the llama.cpp vendored in the llama-cpp-python==0.3.36 source archive (fetched by
-scripts/fixtures.py), without -march=native (the AMX build dies with SIGILL on these VMs), and cached in
-$CONTRAIL_HOME/llama.cpp-build. Prints tokens/s for prefill (pp512), single-stream decode (tg128) and
+llama.cpp is built by scripts/llamacpp_build.py (cached outside the repo). Prints tokens/s for prefill (pp512), single-stream decode (tg128) and
 aggregate decode with 4 and 16 sequences, and the ratios Contrail/llama.cpp. A benchmark, not a test."""
 import json
 import os
 import re
 import subprocess
 import sys
-import tarfile
+
+import llamacpp_build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOME = os.environ.get("CONTRAIL_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "contrail")
-BUILD = os.path.join(HOME, "llama.cpp-build")
-SDIST = os.path.join(HOME, "downloads", "llama-cpp-python-0.3.36", "llama_cpp_python-0.3.36.tar.gz")
+HOME = llamacpp_build.HOME
 THREADS = int(os.environ.get("THREADS", "2"))
 MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
 CONTRAIL = os.path.join(ROOT, ".build", "release", "contrail")
-
-
-def build_llama_cpp():
-    build = os.path.join(BUILD, "src", "build")
-    bench = os.path.join(build, "bin", "llama-bench")
-    batched = os.path.join(build, "bin", "llama-batched-bench")
-    if os.path.exists(bench) and os.path.exists(batched):
-        return bench, batched
-    if not os.path.exists(SDIST):
-        sys.exit(f"bench-engine: {SDIST} missing (make fixtures downloads it)")
-    src = os.path.join(BUILD, "src")
-    if not os.path.exists(os.path.join(src, "CMakeLists.txt")):
-        print("bench-engine: extracting llama.cpp", file=sys.stderr)
-        prefix = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
-        with tarfile.open(SDIST) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-            for m in members:
-                m.name = m.name[len(prefix):]
-            tar.extractall(src, members=[m for m in members if m.name])
-    print("bench-engine: building llama-bench and llama-batched-bench (minutes, once)", file=sys.stderr)
-    flags = ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON",
-             "-DGGML_F16C=ON", "-DGGML_AVX512=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DGGML_OPENMP=OFF"]
-    subprocess.run(["cmake", "-S", src, "-B", build] + flags, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", build, "-j2", "--target", "llama-bench", "llama-batched-bench"],
-                   check=True, stdout=subprocess.DEVNULL)
-    return bench, batched
 
 
 def llama_cpp(bench, batched, model):
@@ -76,7 +47,7 @@ def contrail(model):
 def main():
     if not os.path.exists(CONTRAIL):
         sys.exit("bench-engine: build the release binary first (make release)")
-    bench, batched = build_llama_cpp()
+    bench, batched = llamacpp_build.tools("llama-bench", "llama-batched-bench")
     print(f"bench-engine: {THREADS} threads; tokens/s (ratio Contrail/llama.cpp)")
     print(f"{'model':<34} {'metric':<8} {'contrail':>10} {'llama.cpp':>10} {'ratio':>7}")
     for name in MODELS:

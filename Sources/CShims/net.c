@@ -4,6 +4,9 @@
 #include "CNet.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -110,13 +113,47 @@ int contrail_accept(int listen_fd) {
     return fd;
 }
 
-int contrail_connect_tcp(const char *host, uint16_t port) {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    int fd = tcp_socket(host, port, &ss, &len);
-    if (fd < 0) return -1;
-    set_nodelay(fd);
-    if (connect(fd, (struct sockaddr *)&ss, len) != 0 && errno != EINPROGRESS) return fail_closing(fd);
+int contrail_connect_blocking(const char *host, uint16_t port, int timeout_ms) {
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    struct addrinfo hints, *list = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, service, &hints, &list);
+    if (rc != 0) {
+        errno = rc == EAI_SYSTEM ? errno : EHOSTUNREACH;
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *a = list; a != NULL; a = a->ai_next) {
+        fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        set_nodelay(fd);
+        if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+            if (errno != EINPROGRESS) { fd = fail_closing(fd); continue; }
+            // Wait for the handshake within the timeout, then read its outcome.
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int error = 0;
+            socklen_t len = sizeof error;
+            int ready = poll(&p, 1, timeout_ms);
+            if (ready <= 0) { errno = ready == 0 ? ETIMEDOUT : errno; fd = fail_closing(fd); continue; }
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0 || error != 0) {
+                errno = error ? error : errno;
+                fd = fail_closing(fd);
+                continue;
+            }
+        }
+        int flags = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+        struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        break;
+    }
+    int saved = errno;
+    freeaddrinfo(list);
+    errno = saved;
     return fd;
 }
 

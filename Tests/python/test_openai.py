@@ -90,7 +90,20 @@ def test_penalties_change_the_answer(api):
     assert plain != penalised
 
 
+def test_ignore_eos_generates_max_tokens(api):
+    # The greedy answer ends with <|im_end|> after 8 tokens; ignore_eos (vLLM/llama.cpp) runs to max_tokens.
+    r = api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=20,
+                                    extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 20
+    assert r.choices[0].message.content.startswith(ANSWER)
+    # Stop strings still end it.
+    r = api.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=20, stop="Paris",
+                                    extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "stop" and r.choices[0].message.content == "The capital of France is "
+
+
 @pytest.mark.parametrize("kwargs, error, param", [
+    ({"extra_body": {"ignore_eos": "yes"}}, openai.BadRequestError, "ignore_eos"),
     ({"temperature": 5}, openai.BadRequestError, "temperature"),
     ({"n": 0}, openai.BadRequestError, "n"),
     ({"max_tokens": 0}, openai.BadRequestError, "max_tokens"),

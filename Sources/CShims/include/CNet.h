@@ -22,8 +22,9 @@ int contrail_listen_tcp(const char *host, uint16_t port, int backlog);
 int contrail_local_port(int fd);
 /// accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC and TCP_NODELAY set; -1 with errno on failure.
 int contrail_accept(int listen_fd);
-/// A non-blocking client connection (used by tests and `contrail bench`); -1 with errno on failure.
-int contrail_connect_tcp(const char *host, uint16_t port);
+/// A blocking client connection to a host name or literal (getaddrinfo), TCP_NODELAY, with connect,
+/// send and receive timeouts of `timeout_ms` (for `contrail bench`); -1 with errno on failure.
+int contrail_connect_blocking(const char *host, uint16_t port, int timeout_ms);
 
 /// eventfd for cross-thread wake-ups.
 int contrail_eventfd(void);

@@ -112,6 +112,7 @@ public enum OpenAIAPI {
         var n = 1
         var stream = false
         var includeUsage = false
+        var ignoreEOS = false
 
         /// `json`: an object (see `parse`).
         init(_ json: JSON, chat: Bool, service: ModelService, tokenizer: Tokenizer) throws(APIError) {
@@ -194,6 +195,11 @@ public enum OpenAIAPI {
                 guard let b = v.bool else { throw APIError("`stream` must be a boolean", param: "stream") }
                 stream = b
             }
+            // vLLM's and llama.cpp's extension: generate max_tokens whatever the model says (benchmarks).
+            if let v = json["ignore_eos"], !v.isNull {
+                guard let b = v.bool else { throw APIError("`ignore_eos` must be a boolean", param: "ignore_eos") }
+                ignoreEOS = b
+            }
             if let o = json["stream_options"], !o.isNull {
                 guard stream else { throw APIError("`stream_options` is only allowed with `stream: true`", param: "stream_options") }
                 includeUsage = o["include_usage"]?.bool ?? false
@@ -263,6 +269,7 @@ public enum OpenAIAPI {
                     r.sampling.seed = base &+ UInt64(p * params.n + i)
                     r.stopStrings = params.stop
                     r.reportStopToken = false
+                    r.ignoreEOS = params.ignoreEOS
                     let index = p * params.n + i
                     handles.append(try orchestrator.submit(r) { exchange.handle(index, $0) })
                 }

@@ -28,6 +28,9 @@ public struct GenerationRequest: Sendable {
     public var stopStrings: [String] = []
     /// Ids that end generation in addition to the model's EOS / end-of-turn tokens.
     public var extraStopIds: Set<Int32> = []
+    /// Keep generating past the model's EOS / end-of-turn tokens until `maxTokens` (vLLM's and llama.cpp's
+    /// `ignore_eos`: fixed output lengths for benchmarks). `extraStopIds` and stop strings still apply.
+    public var ignoreEOS = false
     /// Report the stop token's id (JetStream does, with no text); OpenAI-style APIs leave it out.
     public var reportStopToken = true
     /// Detokenize (text prompts want text; JetStream's token_content wants ids only).

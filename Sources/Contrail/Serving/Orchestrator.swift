@@ -128,7 +128,7 @@ public final class Orchestrator: @unchecked Sendable {
         // A slot holds prompt + generated tokens; the first generated token needs no cache entry.
         let budget = min(request.maxTokens, engine.maxCacheLength - tokens.count + 1)
         let active = ActiveRequest(id: nextId.wrappingAdd(1, ordering: .relaxed).oldValue, prompt: tokens, maxTokens: budget,
-                                   request: request, stopIds: tokenizer.stopIds.union(request.extraStopIds),
+                                   request: request, stopIds: request.ignoreEOS ? request.extraStopIds : tokenizer.stopIds.union(request.extraStopIds),
                                    detokenizer: request.wantsText ? StreamingDetokenizer(tokenizer: tokenizer, skipSpecial: true, atStart: false) : nil,
                                    onEvent: onEvent)
         let refusal: ServingError? = monitor.withLock {
