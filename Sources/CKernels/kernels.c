@@ -7,6 +7,8 @@
 #include <stdlib.h>
 
 int ck_dequantize_avx2(int type, const void *src, float *dst, int64_t n);
+void ck_attention_avx2(const float *q, const float *keys, const float *values, int64_t stride, int64_t span,
+                       int64_t head_dim, float scale, float softcap, float *scores, float *out);
 int ck_matvec_avx2(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y, int64_t row_begin,
                    int64_t row_end);
 
@@ -158,4 +160,15 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
     }
     if (buf != stack) free(buf);
     return rc;
+}
+
+void ck_attention(const float *q, const float *keys, const float *values, int64_t stride, int64_t span, int64_t head_dim,
+                  float scale, float softcap, float *scores, float *out) {
+#if defined(__x86_64__)
+    if (!forced_generic && ck_has_avx2()) {
+        ck_attention_avx2(q, keys, values, stride, span, head_dim, scale, softcap, scores, out);
+        return;
+    }
+#endif
+    ck_attention_generic(q, keys, values, stride, span, head_dim, scale, softcap, scores, out);
 }

@@ -1,5 +1,6 @@
 // Kernel bodies, compiled once per instruction set (kernels.c: baseline x86-64 / any arm64;
 // kernels_avx2.c: AVX2+FMA+F16C), each copy suffixed by CK_SUFFIX and picked at run time.
+#include <math.h>
 #include <string.h>
 #include "CKernels.h"
 
@@ -207,4 +208,37 @@ int CK_NAME(ck_matvec_)(int type, const void *w, int64_t row_bytes, int64_t cols
         y[r] = acc;
     }
     return 0;
+}
+
+/// Σ a[i]·b[i] over n values in eight interleaved partial sums (vectorizes without reassociation).
+static inline float dot_any(const float *a, const float *b, int64_t n) {
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
+    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+void CK_NAME(ck_attention_)(const float *q, const float *keys, const float *values, int64_t stride, int64_t span,
+                            int64_t head_dim, float scale, float softcap, float *scores, float *out) {
+    float max = -__builtin_inff();
+    for (int64_t t = 0; t < span; t++) {
+        float s = dot_any(q, keys + t * stride, head_dim) * scale;
+        if (softcap > 0) s = softcap * tanhf(s / softcap);
+        scores[t] = s;
+        if (s > max) max = s;
+    }
+    float sum = 0;
+    for (int64_t t = 0; t < span; t++) {
+        scores[t] = expf(scores[t] - max);
+        sum += scores[t];
+    }
+    for (int64_t i = 0; i < head_dim; i++) out[i] = 0;
+    for (int64_t t = 0; t < span; t++) {
+        const float p = scores[t] / sum;
+        const float *v = values + t * stride;
+        for (int64_t i = 0; i < head_dim; i++) out[i] += p * v[i];
+    }
 }

@@ -203,8 +203,10 @@ static inline float dot1(const float *row, const float *x, int64_t n) {
 int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
                           float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {
     float *b0 = buf, *b1 = buf + cols;
+    const uint8_t *end = w + row_end * row_bytes;
     for (int64_t r = row_begin; r < row_end; r += 2) {
         const int pair = r + 1 < row_end;
+        ck_prefetch_ahead(w + r * row_bytes, (pair ? 2 : 1) * row_bytes, CK_PREFETCH_BYTES, end);
         if (ck_expand_row(type, w + r * row_bytes, b0, cols) != 0) return -1;
         if (pair && ck_expand_row(type, w + (r + 1) * row_bytes, b1, cols) != 0) return -1;
         int64_t b = 0;

@@ -87,8 +87,10 @@ static inline __attribute__((always_inline)) void dots512(const int R, const int
 /// (register blocks of 16-lane FMAs), then one at a time.
 int ck_matmul_expand_avx512(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
                             float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {
+    const uint8_t *end = w + row_end * row_bytes;
     for (int64_t r = row_begin; r < row_end; r += 4) {
         const int rows = row_end - r < 4 ? (int)(row_end - r) : 4;
+        ck_prefetch_ahead(w + r * row_bytes, rows * row_bytes, CK_PREFETCH_BYTES, end);
         const float *wr[4];
         for (int i = 0; i < rows; i++) {
             if (ck_expand_row(type, w + (r + i) * row_bytes, buf + i * cols, cols) != 0) return -1;

@@ -27,6 +27,12 @@ int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
 int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride, float *y,
               int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
 
+/// One query head's attention over `span` cached positions: s_t = q·k_t·scale (soft-capped to
+/// softcap·tanh(s_t/softcap) when softcap > 0), p = softmax(s), out = Σ_t p_t·v_t. Key and value rows
+/// are `stride` floats apart; `scores` is scratch for `span` floats.
+void ck_attention(const float *q, const float *keys, const float *values, int64_t stride, int64_t span, int64_t head_dim,
+                  float scale, float softcap, float *scores, float *out);
+
 /// 1 when the AVX2/FMA/F16C kernels run on this CPU (they are used then).
 int ck_has_avx2(void);
 /// 1 when the AVX-512 kernels run on this CPU (they are preferred then).
@@ -37,6 +43,13 @@ void ck_set_isa_limit(int limit);
 void ck_set_thread_isa_limit(int limit);
 /// Tests: force the portable kernels on this thread (1) or follow the process-wide setting again (0).
 void ck_force_generic(int on);
+
+/// A spin-wait hint (PAUSE on x86): lets the sibling hyperthread run and saves power while spinning.
+static inline void ck_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 #ifdef __cplusplus
 }

@@ -1,3 +1,5 @@
+import CKernels
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -187,23 +189,9 @@ public final class CPUEngine: Engine {
                     let span = pos + 1 - start
                     let q = s.q + b * qDim + h * hd
                     let kvOffset = (h / c.kvGroupSize) * hd
-                    let keys = caches[b].keys[l], values = caches[b].values[l]
-                    for t in 0..<span {
-                        let kt = keys + (start + t) * kvDim + kvOffset
-                        var dot: Float = 0
-                        for i in 0..<hd { dot += q[i] * kt[i] }
-                        var score = dot * attnScale
-                        if let cap = softcap { score = cap * tanhf(score / cap) }
-                        att[t] = score
-                    }
-                    CPUKernels.softmax(att, span)
-                    let o = s.xb2 + b * w0 + h * hd
-                    for i in 0..<hd { o[i] = 0 }
-                    for t in 0..<span {
-                        let vt = values + (start + t) * kvDim + kvOffset
-                        let a = att[t]
-                        for i in 0..<hd { o[i] += a * vt[i] }
-                    }
+                    let keys = caches[b].keys[l] + start * kvDim + kvOffset, values = caches[b].values[l] + start * kvDim + kvOffset
+                    ck_attention(q, keys, values, Int64(kvDim), Int64(span), Int64(hd), attnScale, softcap ?? 0, att,
+                                 s.xb2 + b * w0 + h * hd)
                 }
             }
             CPUKernels.matmul(w.wo, s.xb2, xStride: w0, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.wo), pool: pool)

@@ -1,25 +1,35 @@
+import CKernels
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Persistent worker threads for splitting one operation across cores (no thread creation per op).
 /// `run` calls `body(0..<threads)` concurrently, the caller taking part 0, and returns when all finish.
+///
+/// A decode step dispatches ~8 operations per layer, a few hundred per token, each lasting tens of
+/// microseconds; waking a sleeping thread through a condition variable costs about as much. So workers
+/// spin on the job counter for a while after each job (and the caller spins for stragglers), and only
+/// sleep after `spinNanos` without work — between requests, not between the operations of a step.
 final class ThreadPool: @unchecked Sendable {
     let threads: Int
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let start = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var generation: UInt64 = 0
-    private var remaining = 0
+    /// How long an idle worker spins before sleeping.
+    static let spinNanos: UInt64 = 2_000_000
+    private let generation = Atomic<UInt64>(0)
+    private let pending = Atomic<Int>(0)
+    private let sleepers = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    /// Written by the caller before `generation` is released, read by workers after they acquire it.
     private var job: ((Int) -> Void)?
-    private var stopping = false
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var workers: [pthread_t] = []
 
     init(threads: Int) {
         self.threads = max(1, threads)
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(start, nil)
-        pthread_cond_init(finished, nil)
+        pthread_cond_init(wake, nil)
         for i in 1..<self.threads {
             var t = pthread_t()
             let context = Unmanaged.passRetained(WorkerContext(pool: self, index: i))
@@ -42,34 +52,56 @@ final class ThreadPool: @unchecked Sendable {
     }
 
     deinit {
+        stopping.store(true, ordering: .sequentiallyConsistent)
         pthread_mutex_lock(mutex)
-        stopping = true
-        pthread_cond_broadcast(start)
+        pthread_cond_broadcast(wake)
         pthread_mutex_unlock(mutex)
         for t in workers { pthread_join(t, nil) }
-        pthread_cond_destroy(start)
-        pthread_cond_destroy(finished)
+        pthread_cond_destroy(wake)
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
-        start.deallocate()
-        finished.deallocate()
+        wake.deallocate()
     }
 
     private func work(_ index: Int) {
         var seen: UInt64 = 0
-        pthread_mutex_lock(mutex)
         while true {
-            while generation == seen && !stopping { pthread_cond_wait(start, mutex) }
-            if stopping { break }
-            seen = generation
-            let body = job!
-            pthread_mutex_unlock(mutex)
-            body(index)
-            pthread_mutex_lock(mutex)
-            remaining -= 1
-            if remaining == 0 { pthread_cond_signal(finished) }
+            guard let next = waitForJob(after: seen) else { return }
+            seen = next
+            job!(index)
+            pending.subtract(1, ordering: .releasing)
         }
-        pthread_mutex_unlock(mutex)
+    }
+
+    /// The next generation once it differs from `seen`; nil when stopping.
+    private func waitForJob(after seen: UInt64) -> UInt64? {
+        var spins = 0
+        var since: UInt64 = 0
+        while true {
+            let g = generation.load(ordering: .acquiring)
+            if g != seen { return g }
+            if stopping.load(ordering: .relaxed) { return nil }
+            spins += 1
+            if spins & 255 != 0 {
+                ck_cpu_relax()
+                continue
+            }
+            let now = monotonicNanos()
+            if since == 0 { since = now }
+            guard now - since >= Self.spinNanos else { continue }
+            // Sleep. The sleeper count is raised before the last check, and the caller bumps the
+            // generation before reading the count (both sequentially consistent), so either the check
+            // sees the new job or the caller sees a sleeper and broadcasts under the mutex.
+            pthread_mutex_lock(mutex)
+            sleepers.add(1, ordering: .sequentiallyConsistent)
+            while generation.load(ordering: .sequentiallyConsistent) == seen && !stopping.load(ordering: .sequentiallyConsistent) {
+                pthread_cond_wait(wake, mutex)
+            }
+            sleepers.subtract(1, ordering: .sequentiallyConsistent)
+            pthread_mutex_unlock(mutex)
+            spins = 0
+            since = 0
+        }
     }
 
     func run(_ body: (Int) -> Void) {
@@ -78,17 +110,22 @@ final class ThreadPool: @unchecked Sendable {
             return
         }
         withoutActuallyEscaping(body) { escaping in
-            pthread_mutex_lock(mutex)
             job = escaping
-            remaining = threads - 1
-            generation &+= 1
-            pthread_cond_broadcast(start)
-            pthread_mutex_unlock(mutex)
+            pending.store(threads - 1, ordering: .relaxed)
+            generation.add(1, ordering: .sequentiallyConsistent)
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                pthread_mutex_lock(mutex)
+                pthread_cond_broadcast(wake)
+                pthread_mutex_unlock(mutex)
+            }
             escaping(0)
-            pthread_mutex_lock(mutex)
-            while remaining > 0 { pthread_cond_wait(finished, mutex) }
+            // Stragglers: spin briefly, then yield the core to them (they may be waiting for it).
+            var spins = 0
+            while pending.load(ordering: .acquiring) > 0 {
+                spins += 1
+                if spins < 4096 { ck_cpu_relax() } else { sched_yield() }
+            }
             job = nil
-            pthread_mutex_unlock(mutex)
         }
     }
 
@@ -105,4 +142,10 @@ final class ThreadPool: @unchecked Sendable {
             if lo < hi { body(lo..<hi) }
         }
     }
+}
+
+@inline(__always) private func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
