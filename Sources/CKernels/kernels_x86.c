@@ -113,12 +113,86 @@ static inline void expand_nibbles(const uint8_t *qs, __m256 d, __m256 m, float *
     _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), d, m));
 }
 
-/// Expands one row of a 32-element block type to f32 with SIMD (the scalar ck_dequantize costs as much
+/// 32 bytes (as a 256-bit vector) → 32 f32 values v·scale + bias in four stores, signed or unsigned.
+static inline void expand32_u8(__m256i v, __m256 scale, __m256 bias, float *y) {
+    const __m128i a = _mm256_castsi256_si128(v), b = _mm256_extracti128_si256(v, 1);
+    _mm256_storeu_ps(y, _mm256_fmadd_ps(u8x8(a), scale, bias));
+    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(u8x8(_mm_srli_si128(a, 8)), scale, bias));
+    _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(u8x8(b), scale, bias));
+    _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(u8x8(_mm_srli_si128(b, 8)), scale, bias));
+}
+
+/// Q4_K's 6-bit sub-block scale and min `j` (0..7) from its 12 packed bytes.
+static inline void k4_scale_min(int j, const uint8_t *q, float *sc, float *m) {
+    if (j < 4) {
+        *sc = (float)(q[j] & 63);
+        *m = (float)(q[j + 4] & 63);
+    } else {
+        *sc = (float)((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
+        *m = (float)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/// One Q4_K super-block (256 values, 144 bytes): eight sub-blocks of 32 with their own scale and min.
+static inline void expand_q4_K(const uint8_t *w, float *y) {
+    const float d = ck_h2f(w), dmin = ck_h2f(w + 2);
+    const uint8_t *scales = w + 4, *q = w + 16;
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    for (int pair = 0; pair < 4; pair++, q += 32, y += 64) {
+        float sc1, m1, sc2, m2;
+        k4_scale_min(2 * pair, scales, &sc1, &m1);
+        k4_scale_min(2 * pair + 1, scales, &sc2, &m2);
+        const __m256i bytes = _mm256_loadu_si256((const __m256i *)q);
+        expand32_u8(_mm256_and_si256(bytes, mask), _mm256_set1_ps(d * sc1), _mm256_set1_ps(-(dmin * m1)), y);
+        expand32_u8(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), _mm256_set1_ps(d * sc2), _mm256_set1_ps(-(dmin * m2)), y + 32);
+    }
+}
+
+/// Eight signed 6-bit values (already offset by −32) at byte `k`·8 of `v`, times `scale`.
+static inline __m256 q6_group(__m256i v, int k, float scale) {
+    const __m128i half = k < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
+    return _mm256_mul_ps(_mm256_set1_ps(scale), i8x8(k & 1 ? _mm_srli_si128(half, 8) : half));
+}
+
+/// One Q6_K super-block (256 values, 210 bytes): low 4 bits in ql, high 2 bits in qh, 16 int8 scales.
+static inline void expand_q6_K(const uint8_t *w, float *y) {
+    const float d = ck_h2f(w + 208);
+    const uint8_t *ql = w, *qh = w + 128;
+    const int8_t *sc = (const int8_t *)(w + 192);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3), offset = _mm256_set1_epi8(32);
+    for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, y += 128) {
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+        const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+        // Shifts within 16-bit lanes pull neighbouring bits in; the masks after them drop those.
+        __m256i q[4];
+        q[0] = _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_slli_epi16(_mm256_and_si256(h, low2), 4));
+        q[1] = _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), low2), 4));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), low2), 4));
+        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), low2), 4));
+        for (int j = 0; j < 4; j++) {
+            const __m256i v = _mm256_sub_epi8(q[j], offset);
+            // Elements 0..15 of each group of 32 use scale 2j, 16..31 scale 2j+1 (as d·scale, then ·q).
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 32 * j + 8 * k, q6_group(v, k, d * (float)sc[2 * j + (k >> 1)]));
+        }
+    }
+}
+
+/// Expands one row of Q4_0/Q4_1/Q5_0/Q8_0 or Q4_K/Q6_K to f32 with SIMD (the scalar ck_dequantize costs as much
 /// as the matrix product it feeds for batched decode). Returns -1 for types it does not cover.
 int ck_dequantize_row_avx2(int type, const uint8_t *w, float *y, int64_t cols) {
     const int64_t blocks = cols / 32;
     if (cols % 32 != 0) return -1;
     switch (type) {
+    case CK_Q4_K:
+        if (cols % 256 != 0) return -1;
+        for (int64_t b = 0; b < cols / 256; b++) expand_q4_K(w + b * 144, y + b * 256);
+        return 0;
+    case CK_Q6_K:
+        if (cols % 256 != 0) return -1;
+        for (int64_t b = 0; b < cols / 256; b++) expand_q6_K(w + b * 210, y + b * 256);
+        return 0;
     case CK_Q4_0:
         for (int64_t b = 0; b < blocks; b++, w += 18, y += 32) {
             const __m256 d = _mm256_set1_ps(ck_h2f(w));
