@@ -115,6 +115,19 @@ int ck_matmul_expand_avx512(int type, const uint8_t *w, int64_t row_bytes, int64
                     for (int t = 0; t < 4; t++) y[(b + t) * y_stride + r + i] = out[i * 4 + t];
             }
         }
+        // The last one to three vectors (single-stream decode is all of it): four rows at once share
+        // each activation load.
+        if (rows == 4 && b < batch) {
+            const int64_t left = batch - b;
+            const float *const xs[3] = {x + b * x_stride, x + (b + (left > 1)) * x_stride, x + (b + 2 * (left > 2)) * x_stride};
+            float out[12];
+            if (left == 1) dots512(4, 1, wr, xs, cols, out);
+            else if (left == 2) dots512(4, 2, wr, xs, cols, out);
+            else dots512(4, 3, wr, xs, cols, out);
+            for (int i = 0; i < 4; i++)
+                for (int t = 0; t < left; t++) y[(b + t) * y_stride + r + i] = out[i * (int)left + t];
+            b = batch;
+        }
         for (; b < batch; b++) {
             const float *const xs[1] = {x + b * x_stride};
             for (int i = 0; i < rows; i++) {
