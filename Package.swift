@@ -22,9 +22,11 @@ let package = Package(
         .target(name: "CShims", dependencies: ["CSentencePiece", "COpenSSL"], linkerSettings: [.linkedLibrary("stdc++")]),
         // Compute kernels in C, optimized even in debug builds (engine tests run real models).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // The PJRT C API calls (plugins are dlopen'd at run time; nothing links against them).
+        .target(name: "CPJRT", linkerSettings: [.linkedLibrary("dl")]),
         .target(
             name: "Contrail",
-            dependencies: ["CNGHTTP2", "COpenSSL", "CJetStream", "CShims", "CKernels"],
+            dependencies: ["CNGHTTP2", "COpenSSL", "CJetStream", "CShims", "CKernels", "CPJRT"],
             // Loop-confined state needs no dynamic exclusivity checks in release builds (debug keeps them).
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),

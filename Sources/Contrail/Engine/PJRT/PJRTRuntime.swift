@@ -1,0 +1,214 @@
+import CPJRT
+
+/// A PJRT call that failed: the plugin's absl status code (1…16; -1 for errors of ours) and its message.
+public struct PJRTError: Error, CustomStringConvertible, Sendable {
+    public let code: Int32
+    public let message: String
+    public var description: String { message }
+}
+
+/// Runs a CPJRT call with a message buffer and turns a non-zero result into a `PJRTError`.
+@inline(__always)
+func pjrtCheck(_ context: String, _ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws(PJRTError) {
+    var buffer = [CChar](repeating: 0, count: 2048)
+    let rc = buffer.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
+    if rc != 0 {
+        let text = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        throw PJRTError(code: rc, message: "\(context): \(text)")
+    }
+}
+
+/// A dlopen'd PJRT plugin (libtpu, the CUDA plugin, the XLA CPU plugin). Loaded once per path per
+/// process: plugins keep global state and are never unloaded.
+public final class PJRTPlugin: @unchecked Sendable {
+    public let path: String
+    let raw: OpaquePointer
+    public let apiVersion: (major: Int, minor: Int)
+    private static let loaded = Locked<[String: PJRTPlugin]>([:])
+
+    private init(path: String, raw: OpaquePointer) {
+        self.path = path
+        self.raw = raw
+        var major: Int32 = 0, minor: Int32 = 0
+        contrail_pjrt_api_version(raw, &major, &minor)
+        apiVersion = (Int(major), Int(minor))
+    }
+
+    public static func load(_ path: String) throws(PJRTError) -> PJRTPlugin {
+        if let p = loaded.withLock({ $0[path] }) { return p }
+        var message = [CChar](repeating: 0, count: 2048)
+        let raw = message.withUnsafeMutableBufferPointer { contrail_pjrt_open(path, $0.baseAddress, $0.count) }
+        guard let raw else {
+            throw PJRTError(code: -1, message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        let plugin = PJRTPlugin(path: path, raw: raw)
+        return loaded.withLock { cache in
+            if let p = cache[path] { return p }
+            cache[path] = plugin
+            return plugin
+        }
+    }
+}
+
+/// A client of a plugin: its addressable devices, compilation (cached by program text) and buffers.
+public final class PJRTClient: @unchecked Sendable {
+    public let plugin: PJRTPlugin
+    let raw: UnsafeMutableRawPointer
+    public let platform: String
+    let devices: [UnsafeMutableRawPointer]
+    /// Weak, so an executable (which keeps its client alive) is freed once its users drop it.
+    private let executables = Locked<[String: WeakExecutable]>([:])
+    /// CompileOptionsProto{executable_build_options{num_replicas: 1, num_partitions: 1}}, serialized.
+    static let singleDeviceOptions: [UInt8] = [0x1A, 0x04, 0x20, 0x01, 0x28, 0x01]
+
+    public var deviceCount: Int { devices.count }
+
+    /// `cpuDeviceCount` sets the XLA CPU plugin's device count (other plugins take no options here).
+    public init(plugin: PJRTPlugin, cpuDeviceCount: Int? = nil) throws(PJRTError) {
+        self.plugin = plugin
+        var client: UnsafeMutableRawPointer?
+        try pjrtCheck("PJRT_Client_Create") { contrail_pjrt_client_create(plugin.raw, Int64(cpuDeviceCount ?? 0), &client, $0, $1) }
+        guard let client else { throw PJRTError(code: -1, message: "PJRT_Client_Create returned no client") }
+        raw = client
+        var name = [CChar](repeating: 0, count: 64)
+        var devicePointer: UnsafePointer<UnsafeMutableRawPointer?>?
+        var count = 0
+        do throws(PJRTError) {
+            try pjrtCheck("PJRT_Client_PlatformName") { m, c in
+                name.withUnsafeMutableBufferPointer { contrail_pjrt_platform_name(plugin.raw, client, $0.baseAddress, $0.count, m, c) }
+            }
+            try pjrtCheck("PJRT_Client_AddressableDevices") { contrail_pjrt_devices(plugin.raw, client, &devicePointer, &count, $0, $1) }
+        } catch {
+            contrail_pjrt_client_destroy(plugin.raw, client)
+            throw error
+        }
+        platform = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        devices = (0..<count).compactMap { devicePointer?[$0] }
+        guard !devices.isEmpty else {
+            contrail_pjrt_client_destroy(plugin.raw, client)
+            throw PJRTError(code: -1, message: "the \(platform) PJRT client has no addressable devices")
+        }
+    }
+
+    deinit { contrail_pjrt_client_destroy(plugin.raw, raw) }
+
+    /// Compiles StableHLO MLIR text for one device (`@main` must be public); the same text compiles once.
+    public func compile(_ mlir: String) throws(PJRTError) -> PJRTExecutable {
+        if let e = executables.withLock({ $0[mlir]?.value }) { return e }
+        var executable: UnsafeMutableRawPointer?
+        var text = Array(mlir.utf8)
+        var options = Self.singleDeviceOptions
+        try pjrtCheck("PJRT_Client_Compile") { m, c in
+            text.withUnsafeMutableBufferPointer { t in
+                options.withUnsafeMutableBufferPointer { o in
+                    t.withMemoryRebound(to: CChar.self) {
+                        contrail_pjrt_compile(plugin.raw, raw, $0.baseAddress, $0.count, o.baseAddress, o.count, &executable, m, c)
+                    }
+                }
+            }
+        }
+        guard let executable else { throw PJRTError(code: -1, message: "PJRT_Client_Compile returned no executable") }
+        var outputs = 0
+        do throws(PJRTError) {
+            try pjrtCheck("PJRT_Executable_NumOutputs") { contrail_pjrt_num_outputs(plugin.raw, executable, &outputs, $0, $1) }
+        } catch {
+            contrail_pjrt_executable_destroy(plugin.raw, executable)
+            throw error
+        }
+        let e = PJRTExecutable(client: self, raw: executable, outputs: outputs)
+        return executables.withLock { cache in
+            if let existing = cache[mlir]?.value { return existing }
+            cache[mlir] = WeakExecutable(value: e)
+            return e
+        }
+    }
+
+    /// A device buffer holding `values` with `shape` (row-major).
+    public func upload<T: PJRTElement>(_ values: [T], shape: [Int], device: Int = 0) throws(PJRTError) -> PJRTBuffer {
+        guard shape.reduce(1, *) == values.count else {
+            throw PJRTError(code: -1, message: "upload: \(values.count) values do not fill shape \(shape)")
+        }
+        guard devices.indices.contains(device) else { throw PJRTError(code: -1, message: "upload: no device \(device)") }
+        var buffer: UnsafeMutableRawPointer?
+        let dims = shape.map { Int64($0) }
+        try pjrtCheck("PJRT_Client_BufferFromHostBuffer") { m, c in
+            values.withUnsafeBytes { data in
+                contrail_pjrt_buffer_from_host(plugin.raw, raw, devices[device], data.baseAddress, T.pjrtType, dims, dims.count, &buffer, m, c)
+            }
+        }
+        guard let buffer else { throw PJRTError(code: -1, message: "PJRT_Client_BufferFromHostBuffer returned no buffer") }
+        return PJRTBuffer(client: self, raw: buffer)
+    }
+}
+
+struct WeakExecutable {
+    weak var value: PJRTExecutable?
+}
+
+/// A compiled program on one device; keeps its client alive.
+public final class PJRTExecutable: @unchecked Sendable {
+    let client: PJRTClient
+    let raw: UnsafeMutableRawPointer
+    public let outputCount: Int
+
+    init(client: PJRTClient, raw: UnsafeMutableRawPointer, outputs: Int) {
+        self.client = client
+        self.raw = raw
+        outputCount = outputs
+    }
+
+    deinit { contrail_pjrt_executable_destroy(client.plugin.raw, raw) }
+
+    /// Runs with `arguments` and waits; each output is a new device buffer.
+    public func execute(_ arguments: [PJRTBuffer]) throws(PJRTError) -> [PJRTBuffer] {
+        let args: [UnsafeMutableRawPointer?] = arguments.map(\.raw)
+        var outputs = [UnsafeMutableRawPointer?](repeating: nil, count: outputCount)
+        try pjrtCheck("PJRT_LoadedExecutable_Execute") { m, c in
+            args.withUnsafeBufferPointer { a in
+                outputs.withUnsafeMutableBufferPointer { o in
+                    contrail_pjrt_execute(client.plugin.raw, raw, a.baseAddress, a.count, o.baseAddress, o.count, m, c)
+                }
+            }
+        }
+        withExtendedLifetime(arguments) {}
+        return outputs.compactMap { $0.map { PJRTBuffer(client: client, raw: $0) } }
+    }
+}
+
+/// A device buffer; destroyed with its last reference.
+public final class PJRTBuffer: @unchecked Sendable {
+    let client: PJRTClient
+    let raw: UnsafeMutableRawPointer
+
+    init(client: PJRTClient, raw: UnsafeMutableRawPointer) {
+        self.client = client
+        self.raw = raw
+    }
+
+    deinit { contrail_pjrt_buffer_destroy(client.plugin.raw, raw) }
+
+    /// The buffer's contents on the host.
+    public func download<T: PJRTElement>(as _: T.Type = T.self) throws(PJRTError) -> [T] {
+        var size = 0
+        try pjrtCheck("PJRT_Buffer_ToHostBuffer (size)") { contrail_pjrt_buffer_size(client.plugin.raw, raw, &size, $0, $1) }
+        var out = [T](repeating: T.zero, count: size / MemoryLayout<T>.stride)
+        try pjrtCheck("PJRT_Buffer_ToHostBuffer") { m, c in
+            out.withUnsafeMutableBytes { contrail_pjrt_buffer_to_host(client.plugin.raw, raw, $0.baseAddress, $0.count, m, c) }
+        }
+        return out
+    }
+}
+
+/// Host element types that map onto PJRT buffer types.
+public protocol PJRTElement: Sendable {
+    static var pjrtType: Int32 { get }
+    static var zero: Self { get }
+}
+
+extension Float: PJRTElement {
+    public static var pjrtType: Int32 { Int32(CONTRAIL_PJRT_F32) }
+}
+
+extension Int32: PJRTElement {
+    public static var pjrtType: Int32 { Int32(CONTRAIL_PJRT_S32) }
+}
