@@ -10,7 +10,7 @@ DEFAULT_MODEL := $(CONTRAIL_HOME)/fixtures/SmolLM2-135M-Instruct.Q4_1.gguf
 
 FUZZ_SECONDS ?= 30
 
-.PHONY: soak bench-batching bench-serve bench-engine bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
+.PHONY: pjrt-abi-smoke soak bench-batching bench-serve bench-engine bench-http fuzz test-tsan test-asan deps test-deps venv fixtures references build release check-proto proto test test-swift test-python serve clean
 
 ## Debian packages: libnghttp2, OpenSSL, protobuf-c (+ protoc-c), sentencepiece.
 deps:
@@ -55,6 +55,17 @@ test: test-swift test-python fuzz test-tsan
 bench-engine: release fixtures
 	@command -v cmake >/dev/null || scripts/install-deps.sh --bench
 	python3 scripts/bench_engine.py
+
+## The production PJRT plugins (libtpu, the CUDA 12 plugin) from PyPI against our ABI declarations: without
+## their hardware each must fail at client creation with its device error, never with a struct-size error.
+pjrt-abi-smoke: build
+	@python3 scripts/fixtures.py --pjrt-production
+	@F=$$(python3 scripts/fixtures.py --print-dir); \
+	out=$$(TPU_SKIP_MDS_QUERY=1 .build/debug/contrail pjrt-info --pjrt-plugin $$F/libtpu.so 2>&1 || true); echo "$$out" | grep -E "^plugin|error"; \
+	echo "$$out" | grep -q "No jellyfish device found" || { echo "pjrt-abi-smoke: libtpu did not fail with its device error"; exit 1; }; \
+	out=$$(.build/debug/contrail pjrt-info --pjrt-plugin $$F/xla_cuda_plugin.so 2>&1 || true); echo "$$out" | grep -E "^plugin|error"; \
+	echo "$$out" | grep -q "No visible GPU devices" || { echo "pjrt-abi-smoke: the CUDA plugin did not fail with its device error"; exit 1; }; \
+	echo "pjrt-abi-smoke: ok"
 
 ## Contrail's server vs llama.cpp's server (OpenAI route, concurrency 1/4/16 and a rate sweep, driven by
 ## `contrail bench`); prints ratios, rewrites the table in BENCHMARKS.md and docs/bench-serve.svg.

