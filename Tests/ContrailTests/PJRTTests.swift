@@ -64,3 +64,31 @@ struct PJRTTests {
         #expect(wrong.map { $0.code > 0 } == true)
     }
 }
+
+/// The lowered model on the XLA CPU plugin against the CPU engine: the same logits for the same prompt.
+@Suite("PJRT model parity (XLA CPU plugin)", .serialized)
+struct PJRTParityTests {
+    @Test(arguments: ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"])
+    func prefillLogitsMatchTheCPUEngine(_ file: String) throws {
+        let path = ModelLocation.fixtures + "/" + file
+        let checkpoint = try Checkpoint.open(path)
+        let tokenizer = try Tokenizer.load(path: path)
+        let prompt = tokenizer.encode("The capital of France is")
+        let cpu = try CPUEngine(checkpoint, slots: 1, maxCacheLength: 64).prefill(prompt, sampling: .greedy)
+        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
+        let model = try PJRTModel(checkpoint, client: client)
+        let (logits, keys, _) = try model.prefill(prompt)
+        #expect(logits.count == checkpoint.config.vocabSize)
+        var worst: Float = 0
+        for i in logits.indices { worst = max(worst, abs(logits[i] - cpu.firstLogits[i])) }
+        // Both are f32 forward passes; summation order differs (XLA's dots vs the CPU kernels).
+        #expect(worst < 2e-3, "\(file): max |Δlogit| \(worst)")
+        #expect(logits.indices.max { logits[$0] < logits[$1] } == Int(cpu.firstToken))
+        let kv = try keys.download(as: Float.self)
+        #expect(kv.count == checkpoint.config.layerCount * prompt.count * checkpoint.config.kvDim)
+        // Layer 0's keys equal the CPU engine's cache.
+        for i in 0..<prompt.count * checkpoint.config.kvDim { worst = max(worst, abs(kv[i] - cpu.keys[0][i])) }
+        #expect(worst < 2e-3, "\(file): keys differ by \(worst)")
+        print("PJRT parity \(file): max |Δlogit| \(worst)")
+    }
+}
