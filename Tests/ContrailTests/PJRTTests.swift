@@ -77,7 +77,7 @@ struct PJRTParityTests {
         let cpu = try CPUEngine(checkpoint, slots: 1, maxCacheLength: 64).prefill(prompt, sampling: .greedy)
         let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
         let model = try PJRTModel(checkpoint, client: client)
-        let (logits, keys, _) = try model.prefill(prompt)
+        let (logits, keys, _) = try model.prefill(prompt + [0, 0, 0], trueLength: prompt.count)  // padded, as buckets are
         #expect(logits.count == checkpoint.config.vocabSize)
         var worst: Float = 0
         for i in logits.indices { worst = max(worst, abs(logits[i] - cpu.firstLogits[i])) }
@@ -85,10 +85,40 @@ struct PJRTParityTests {
         #expect(worst < 2e-3, "\(file): max |Δlogit| \(worst)")
         #expect(logits.indices.max { logits[$0] < logits[$1] } == Int(cpu.firstToken))
         let kv = try keys.download(as: Float.self)
-        #expect(kv.count == checkpoint.config.layerCount * prompt.count * checkpoint.config.kvDim)
+        #expect(kv.count == checkpoint.config.layerCount * (prompt.count + 3) * checkpoint.config.kvDim)
         // Layer 0's keys equal the CPU engine's cache.
         for i in 0..<prompt.count * checkpoint.config.kvDim { worst = max(worst, abs(kv[i] - cpu.keys[0][i])) }
         #expect(worst < 2e-3, "\(file): keys differ by \(worst)")
         print("PJRT parity \(file): max |Δlogit| \(worst)")
+    }
+}
+
+extension PJRTParityTests {
+    /// Continuous batching on the device: two prompts in different slots, greedy, give the CPU engine's tokens.
+    @Test(arguments: ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"])
+    func greedyGenerationMatchesTheCPUEngine(_ file: String) throws {
+        let path = ModelLocation.fixtures + "/" + file
+        let checkpoint = try Checkpoint.open(path)
+        let tokenizer = try Tokenizer.load(path: path)
+        let prompts = ["The capital of France is", "One, two, three, four,"].map { tokenizer.encode($0) }
+        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
+        let engines: [any Engine] = [try CPUEngine(checkpoint, slots: 3, maxCacheLength: 48),
+                                     try PJRTEngine(checkpoint, client: client, slots: 3, maxCacheLength: 48)]
+        var outputs: [[[Int32]]] = []
+        for engine in engines {
+            var tokens: [[Int32]] = [[], []]
+            for (i, p) in prompts.enumerated() {
+                let padded = p + [Int32](repeating: 0, count: 16 - p.count)  // a 16-token bucket
+                let prefix = try engine.prefill(engine.compilesPerShape ? padded : p, trueLength: p.count, sampling: .greedy)
+                try engine.insert(prefix, slot: 2 * i)  // slots 0 and 2; slot 1 stays free
+                tokens[i].append(prefix.firstToken)
+            }
+            for _ in 0..<12 {
+                for t in try engine.generate() { tokens[t.slot / 2].append(t.token) }
+            }
+            outputs.append(tokens)
+        }
+        #expect(outputs[0] == outputs[1], "\(file): CPU \(outputs[0]) vs PJRT \(outputs[1])")
+        print("PJRT generation \(file): \(prompts.indices.map { tokenizer.decode(outputs[1][$0]) })")
     }
 }

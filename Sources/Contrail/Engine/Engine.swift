@@ -41,14 +41,18 @@ public final class Prefix: @unchecked Sendable {
     /// Per layer: keys and values, `length` × kvDim each (CPU backend).
     let keys: [[Float]]
     let values: [[Float]]
+    /// The backend's own storage of the prefix (PJRT: device buffers), when not host arrays.
+    let device: AnyObject?
 
-    init(length: Int, firstToken: Int32, firstLogits: [Float], sampler: Sampler, keys: [[Float]], values: [[Float]]) {
+    init(length: Int, firstToken: Int32, firstLogits: [Float], sampler: Sampler, keys: [[Float]] = [], values: [[Float]] = [],
+         device: AnyObject? = nil) {
         self.length = length
         self.firstToken = firstToken
         self.firstLogits = firstLogits
         self.sampler = sampler
         self.keys = keys
         self.values = values
+        self.device = device
     }
 }
 

@@ -92,19 +92,86 @@ struct ModelLowering {
         }
     }
 
-    /// Prefill of `length` tokens: arguments are the weights, the two inverse-frequency vectors and the
-    /// token ids; results are the last position's logits [vocab] and the keys and values of every layer
-    /// [layers, length, kvDim] (rope applied to keys).
+    /// Prefill of a prompt padded to `length` tokens: arguments are the weights, the two
+    /// inverse-frequency vectors, the token ids and the true length (i32 scalar); results are the logits
+    /// at the true length's last position [vocab] and every layer's keys and values [layers, length,
+    /// kvDim] (rope applied to keys; padding positions hold values nothing reads).
     func prefill(length T: Int) -> String {
         let c = config
         var w = StableHLOWriter()
         let weights = declareWeights(&w)
         let invFreq = [w.argument([c.headDim / 2]), w.argument([c.headDim / 2])]
         let tokens = w.argument([T], "i32")
+        let trueLength = w.argument([], "i32")
+        let positions = w.iota([T], dimension: 0)
+        var keys: [HLOValue] = [], values: [HLOValue] = []
+        let x = forward(&w, weights, invFreq, tokens, positions) { w, l, q, k, v in
+            keys.append(w.reshape(k, [1, T, c.kvDim]))
+            values.append(w.reshape(v, [1, T, c.kvDim]))
+            return causalAttention(&w, q, k, v, layer: l)
+        }
+        let lastRow = w.sub(trueLength, w.index(1))
+        let last = w.dynamicSlice(x, [lastRow, w.index(0)], sizes: [1, c.dim])
+        let logits = w.reshape(outputLogits(&w, weights, last), [c.vocabSize])
+        let allKeys = w.concatenate(keys, dimension: 0), allValues = w.concatenate(values, dimension: 0)
+        return w.module("prefill_\(T)", returning: [logits, allKeys, allValues])
+    }
+
+    /// Copies a prefix's keys and values ([layers, length, kvDim]) into slot `slot` (i32 scalar) of the
+    /// decode caches [layers, slots, cache, kvDim], which are donated (updated in place).
+    func insert(length T: Int, slots B: Int, cacheLength S: Int) -> String {
+        let c = config
+        var w = StableHLOWriter()
+        let kcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 0)
+        let vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 1)
+        let keys = w.argument([c.layerCount, T, c.kvDim]), values = w.argument([c.layerCount, T, c.kvDim])
+        let slot = w.argument([], "i32")
+        let zero = w.index(0)
+        let k = w.dynamicUpdateSlice(kcache, w.reshape(keys, [c.layerCount, 1, T, c.kvDim]), [zero, slot, zero, zero])
+        let v = w.dynamicUpdateSlice(vcache, w.reshape(values, [c.layerCount, 1, T, c.kvDim]), [zero, slot, zero, zero])
+        return w.module("insert_\(T)", returning: [k, v])
+    }
+
+    /// One decode step over all `B` slots: arguments are the weights, the inverse frequencies, the
+    /// caches [layers, B, S, kvDim] (donated), each slot's last token and its position (i32 [B]);
+    /// results are the logits [B, vocab] and the updated caches. Free slots compute values nobody reads.
+    func generate(slots B: Int, cacheLength S: Int) -> String {
+        let c = config
+        var w = StableHLOWriter()
+        let weights = declareWeights(&w)
+        let invFreq = [w.argument([c.headDim / 2]), w.argument([c.headDim / 2])]
+        var kcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 1)
+        var vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 2)
+        let tokens = w.argument([B], "i32")
+        let positions = w.argument([B], "i32")
+        let zero = w.index(0)
+        let slotPositions = (0..<B).map { b in w.reshape(w.slice(positions, start: [b], limit: [b + 1]), []) }
+        let x = forward(&w, weights, invFreq, tokens, positions) { w, l, q, k, v in
+            // Write each slot's new key and value at its position, then attend over the whole cache.
+            let layer = w.index(l)
+            for b in 0..<B {
+                let at = [layer, w.index(b), slotPositions[b], zero]
+                kcache = w.dynamicUpdateSlice(kcache, w.reshape(w.slice(k, start: [b, 0, 0], limit: [b + 1, c.kvHeadCount, c.headDim]), [1, 1, 1, c.kvDim]), at)
+                vcache = w.dynamicUpdateSlice(vcache, w.reshape(w.slice(v, start: [b, 0, 0], limit: [b + 1, c.kvHeadCount, c.headDim]), [1, 1, 1, c.kvDim]), at)
+            }
+            let keys = w.reshape(w.slice(kcache, start: [l, 0, 0, 0], limit: [l + 1, B, S, c.kvDim]), [B, S, c.kvHeadCount, c.headDim])
+            let vals = w.reshape(w.slice(vcache, start: [l, 0, 0, 0], limit: [l + 1, B, S, c.kvDim]), [B, S, c.kvHeadCount, c.headDim])
+            return cacheAttention(&w, q, keys, vals, positions: positions, layer: l)
+        }
+        let logits = outputLogits(&w, weights, x)
+        return w.module("generate_\(B)x\(S)", returning: [logits, kcache, vcache])
+    }
+
+    /// The layers over `tokens` at `positions` (i32, one per row); `attend(layer, q, k, v)` gives the
+    /// attention output [rows, qDim] from rope'd q [rows, H, hd] and k, v [rows, KVH, hd].
+    private func forward(_ w: inout StableHLOWriter, _ weights: (embedding: HLOValue, layers: [[HLOValue]], outputNorm: HLOValue, output: HLOValue),
+                         _ invFreq: [HLOValue], _ tokens: HLOValue, _ positions: HLOValue,
+                         attend: (inout StableHLOWriter, Int, HLOValue, HLOValue, HLOValue) -> HLOValue) -> HLOValue {
+        let c = config
+        let T = tokens.shape[0]
         var x = w.gatherRows(weights.embedding, tokens)
         if c.scaleEmbeddings { x = w.mul(x, w.constant(Float(Double(c.dim).squareRoot()), [T, c.dim])) }
-        let positions = w.convert(w.iota([T], dimension: 0), to: "f32")
-        var keys: [HLOValue] = [], values: [HLOValue] = []
+        let at = w.convert(positions, to: "f32")
         for l in 0..<c.layerCount {
             let p = weights.layers[l]
             let h = rmsnorm(&w, x, p[0])
@@ -115,15 +182,12 @@ struct ModelLowering {
                 q = rmsnorm(&w, q, p[9])
                 k = rmsnorm(&w, k, p[10])
             }
-            let angles = w.dot(w.reshape(positions, [T, 1]), w.reshape(invFreq[c.isLocal(layer: l) ? 1 : 0], [1, c.headDim / 2]),
+            let angles = w.dot(w.reshape(at, [T, 1]), w.reshape(invFreq[c.isLocal(layer: l) ? 1 : 0], [1, c.headDim / 2]),
                                contract: ([1], [0]))
             let cos = w.unary("cosine", angles), sin = w.unary("sine", angles)
             q = rope(&w, q, cos, sin)
             k = rope(&w, k, cos, sin)
-            keys.append(w.reshape(k, [1, T, c.kvDim]))
-            values.append(w.reshape(v, [1, T, c.kvDim]))
-            var o = attention(&w, q, k, v, layer: l)
-            o = w.dot(o, p[4], contract: ([1], [1]))
+            var o = w.dot(attend(&w, l, q, k, v), p[4], contract: ([1], [1]))
             if hasPostNorms { o = rmsnorm(&w, o, p[layerArgumentIndex(postAttn: true)]) }
             x = w.add(x, o)
             let h2 = rmsnorm(&w, x, p[5])
@@ -132,11 +196,15 @@ struct ModelLowering {
             if hasPostNorms { f = rmsnorm(&w, f, p[layerArgumentIndex(postAttn: false)]) }
             x = w.add(x, f)
         }
-        let last = rmsnorm(&w, w.slice(x, start: [T - 1, 0], limit: [T, c.dim]), weights.outputNorm)
-        var logits = w.reshape(w.dot(last, weights.output, contract: ([1], [1])), [c.vocabSize])
-        if let cap = c.finalLogitSoftcap { logits = softcap(&w, logits, Float(cap)) }
-        let allKeys = w.concatenate(keys, dimension: 0), allValues = w.concatenate(values, dimension: 0)
-        return w.module("prefill_\(T)", returning: [logits, allKeys, allValues])
+        return x
+    }
+
+    /// Final norm, output projection and soft-cap: [rows, dim] → [rows, vocab].
+    private func outputLogits(_ w: inout StableHLOWriter, _ weights: (embedding: HLOValue, layers: [[HLOValue]], outputNorm: HLOValue, output: HLOValue),
+                              _ x: HLOValue) -> HLOValue {
+        var logits = w.dot(rmsnorm(&w, x, weights.outputNorm), weights.output, contract: ([1], [1]))
+        if let cap = config.finalLogitSoftcap { logits = softcap(&w, logits, Float(cap)) }
+        return logits
     }
 
     private func layerArgumentIndex(postAttn: Bool) -> Int { 9 + (hasQKNorm ? 2 : 0) + (postAttn ? 0 : 1) }
@@ -174,7 +242,7 @@ struct ModelLowering {
     }
 
     /// Causal (and, on local layers, sliding-window) attention with grouped KV heads; [T, qDim].
-    private func attention(_ w: inout StableHLOWriter, _ q: HLOValue, _ k: HLOValue, _ v: HLOValue, layer l: Int) -> HLOValue {
+    private func causalAttention(_ w: inout StableHLOWriter, _ q: HLOValue, _ k: HLOValue, _ v: HLOValue, layer l: Int) -> HLOValue {
         let c = config
         let T = q.shape[0], H = c.headCount, G = c.kvGroupSize, D = c.headDim
         func expand(_ t: HLOValue) -> HLOValue {
@@ -184,19 +252,46 @@ struct ModelLowering {
         var scores = w.dot(q, keys, batch: ([1], [1]), contract: ([2], [2]))  // [H, T, T]
         scores = w.mul(scores, w.constant(Float(1 / c.queryPreAttnScalar.squareRoot()), [H, T, T]))
         if let cap = c.attnLogitSoftcap { scores = softcap(&w, scores, Float(cap)) }
-        let row = w.iota([T, T], dimension: 0), col = w.iota([T, T], dimension: 1)
-        var mask = w.compare(col, row, "LE")
-        if c.isLocal(layer: l), let window = c.slidingWindow {
-            // Position j is visible from i when j ≥ i + 1 − window.
-            let lowest = w.sub(row, w.broadcast(w.convert(w.constant(Float(window - 1)), to: "i32"), to: [T, T], dims: []))
-            mask = w.binary("and", mask, w.compare(col, lowest, "GE"))
-        }
-        let masked = w.select(w.broadcast(mask, to: [H, T, T], dims: [1, 2]), scores, w.constant(-Float.infinity, [H, T, T]))
-        let top = w.broadcast(w.reduce(masked, "maximum", dimensions: [2], initial: -Float.infinity), to: [H, T, T], dims: [0, 1])
-        let e = w.unary("exponential", w.sub(masked, top))
-        let probs = w.div(e, w.broadcast(w.reduce(e, "add", dimensions: [2], initial: 0), to: [H, T, T], dims: [0, 1]))
+        let mask = visible(&w, query: w.iota([T, T], dimension: 0), key: w.iota([T, T], dimension: 1), layer: l)
+        let probs = maskedSoftmax(&w, scores, w.broadcast(mask, to: [H, T, T], dims: [1, 2]))
         let out = w.dot(probs, vals, batch: ([0], [1]), contract: ([2], [0]))  // [H, T, D]
         return w.reshape(w.transpose(out, [1, 0, 2]), [T, c.qDim])
+    }
+
+    /// One query per slot against its cache rows [B, S, KVH, hd], up to and including its position.
+    private func cacheAttention(_ w: inout StableHLOWriter, _ q: HLOValue, _ keys: HLOValue, _ vals: HLOValue, positions: HLOValue,
+                                layer l: Int) -> HLOValue {
+        let c = config
+        let B = q.shape[0], S = keys.shape[1], H = c.headCount, G = c.kvGroupSize, D = c.headDim
+        func expand(_ t: HLOValue) -> HLOValue {
+            w.reshape(w.broadcast(t, to: [B, S, c.kvHeadCount, G, D], dims: [0, 1, 2, 4]), [B, S, H, D])
+        }
+        var scores = w.dot(q, expand(keys), batch: ([0, 1], [0, 2]), contract: ([2], [3]))  // [B, H, S]
+        scores = w.mul(scores, w.constant(Float(1 / c.queryPreAttnScalar.squareRoot()), [B, H, S]))
+        if let cap = c.attnLogitSoftcap { scores = softcap(&w, scores, Float(cap)) }
+        let mask = visible(&w, query: w.broadcast(positions, to: [B, S], dims: [0]), key: w.iota([B, S], dimension: 1), layer: l)
+        let probs = maskedSoftmax(&w, scores, w.broadcast(mask, to: [B, H, S], dims: [0, 2]))
+        let out = w.dot(probs, expand(vals), batch: ([0, 1], [0, 2]), contract: ([2], [1]))  // [B, H, D]
+        return w.reshape(out, [B, c.qDim])
+    }
+
+    /// Key position ≤ query position, and within the sliding window on local layers (key ≥ query + 1 − window).
+    private func visible(_ w: inout StableHLOWriter, query: HLOValue, key: HLOValue, layer l: Int) -> HLOValue {
+        var mask = w.compare(key, query, "LE")
+        if config.isLocal(layer: l), let window = config.slidingWindow {
+            let lowest = w.sub(query, w.broadcast(w.index(window - 1), to: query.shape, dims: []))
+            mask = w.binary("and", mask, w.compare(key, lowest, "GE"))
+        }
+        return mask
+    }
+
+    /// Softmax over the last dimension where `mask` holds (−∞ elsewhere).
+    private func maskedSoftmax(_ w: inout StableHLOWriter, _ scores: HLOValue, _ mask: HLOValue) -> HLOValue {
+        let shape = scores.shape, last = shape.count - 1, rows = Array(0..<last)
+        let masked = w.select(mask, scores, w.constant(-Float.infinity, shape))
+        let top = w.broadcast(w.reduce(masked, "maximum", dimensions: [last], initial: -Float.infinity), to: shape, dims: rows)
+        let e = w.unary("exponential", w.sub(masked, top))
+        return w.div(e, w.broadcast(w.reduce(e, "add", dimensions: [last], initial: 0), to: shape, dims: rows))
     }
 
     private func activation(_ w: inout StableHLOWriter, _ x: HLOValue) -> HLOValue {

@@ -4,8 +4,8 @@ public final class PJRTModel: @unchecked Sendable {
     public let config: ModelConfig
     public let client: PJRTClient
     let lowering: ModelLowering
-    private let weights: [PJRTBuffer]
-    private let inverseFrequencies: [PJRTBuffer]
+    let weights: [PJRTBuffer]
+    let inverseFrequencies: [PJRTBuffer]
 
     public init(_ checkpoint: Checkpoint, client: PJRTClient) throws {
         let w = try ModelWeights(checkpoint)
@@ -18,11 +18,14 @@ public final class PJRTModel: @unchecked Sendable {
         }
     }
 
-    /// The prompt's last-position logits and its keys and values ([layers, length, kvDim] each, on device).
-    public func prefill(_ tokens: [Int32]) throws(PJRTError) -> (logits: [Float], keys: PJRTBuffer, values: PJRTBuffer) {
-        guard !tokens.isEmpty else { throw PJRTError(code: -1, message: "prefill: empty prompt") }
+    /// The logits at the prompt's last real position (`trueLength` of the padded `tokens`) and its keys
+    /// and values ([layers, padded length, kvDim] each, on device).
+    public func prefill(_ tokens: [Int32], trueLength: Int? = nil) throws(PJRTError) -> (logits: [Float], keys: PJRTBuffer, values: PJRTBuffer) {
+        let length = trueLength ?? tokens.count
+        guard length >= 1 && length <= tokens.count else { throw PJRTError(code: -1, message: "prefill: true length \(length) of \(tokens.count) tokens") }
         let exe = try client.compile(lowering.prefill(length: tokens.count))
-        let out = try exe.execute(weights + inverseFrequencies + [client.upload(tokens, shape: [tokens.count])])
+        let out = try exe.execute(weights + inverseFrequencies + [client.upload(tokens, shape: [tokens.count]),
+                                                                  client.upload([Int32(length)], shape: [])])
         guard out.count == 3 else { throw PJRTError(code: -1, message: "prefill returned \(out.count) outputs, expected 3") }
         return (try out[0].download(as: Float.self), out[1], out[2])
     }

@@ -12,6 +12,7 @@ struct HLOValue {
 struct StableHLOWriter {
     private var body: [String] = []
     private var arguments: [HLOValue] = []
+    private var argumentAttributes: [String] = []
     private var counter = 0
 
     private mutating func fresh() -> String {
@@ -21,9 +22,12 @@ struct StableHLOWriter {
 
     private static func dims(_ v: [Int]) -> String { v.isEmpty ? "array<i64>" : "array<i64: \(v.map(String.init).joined(separator: ", "))>" }
 
-    mutating func argument(_ shape: [Int], _ element: String = "f32") -> HLOValue {
+    /// A parameter of @main; `donatedTo` aliases it with that result (the input's memory is reused for
+    /// the output, so a cache updated every step is never copied).
+    mutating func argument(_ shape: [Int], _ element: String = "f32", donatedTo result: Int? = nil) -> HLOValue {
         let v = HLOValue(name: "%arg\(arguments.count)", shape: shape, element: element)
         arguments.append(v)
+        argumentAttributes.append(result.map { " {tf.aliasing_output = \($0) : i32}" } ?? "")
         return v
     }
 
@@ -117,6 +121,24 @@ struct StableHLOWriter {
         return out
     }
 
+    /// `update` written into `a` at the scalar i32 `starts` (one per dimension).
+    mutating func dynamicUpdateSlice(_ a: HLOValue, _ update: HLOValue, _ starts: [HLOValue]) -> HLOValue {
+        precondition(update.shape.count == a.shape.count && starts.count == a.shape.count)
+        return emit("dynamic_update_slice", [a, update] + starts, "", a.shape, a.element)
+    }
+
+    /// The `sizes` block of `a` at the scalar i32 `starts`.
+    mutating func dynamicSlice(_ a: HLOValue, _ starts: [HLOValue], sizes: [Int]) -> HLOValue {
+        emit("dynamic_slice", [a] + starts, "slice_sizes = \(Self.dims(sizes))", sizes, a.element)
+    }
+
+    /// A scalar i32 constant.
+    mutating func index(_ i: Int) -> HLOValue {
+        let v = HLOValue(name: fresh(), shape: [], element: "i32")
+        body.append("    \(v.name) = \"stablehlo.constant\"() {value = dense<\(i)> : tensor<i32>} : () -> tensor<i32>")
+        return v
+    }
+
     /// Rows of `table` [n, d] at `ids` [t] → [t, d].
     mutating func gatherRows(_ table: HLOValue, _ ids: HLOValue) -> HLOValue {
         let index = reshape(ids, [ids.shape[0], 1])
@@ -127,7 +149,7 @@ struct StableHLOWriter {
 
     /// The module text, returning `results`.
     func module(_ name: String, returning results: [HLOValue]) -> String {
-        let args = arguments.map { "\($0.name): \($0.type)" }.joined(separator: ", ")
+        let args = zip(arguments, argumentAttributes).map { "\($0.name): \($0.type)\($1)" }.joined(separator: ", ")
         let types = results.map(\.type).joined(separator: ", ")
         return "module @\(name) {\n  func.func public @main(\(args)) -> (\(types)) {\n" + body.joined(separator: "\n")
             + "\n    \"func.return\"(\(results.map(\.name).joined(separator: ", "))) : (\(types)) -> ()\n  }\n}\n"

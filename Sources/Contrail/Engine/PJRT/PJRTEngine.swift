@@ -1,0 +1,104 @@
+/// The PJRT backend behind the Engine protocol: prefill runs a program per padded length, insert
+/// copies the prefix into its slot of the device caches, and a decode step runs one program over all
+/// slots with the caches donated (updated in place, never copied). Logits come back to the host, where
+/// the same `Sampler` as the CPU backend picks each slot's token (penalties, top-k/p, seeds, logprobs).
+public final class PJRTEngine: Engine {
+    public let config: ModelConfig
+    public let slotCount: Int
+    public let maxPrefillLength: Int
+    public let maxCacheLength: Int
+    public var compilesPerShape: Bool { true }
+    public let model: PJRTModel
+    private var keyCache: PJRTBuffer
+    private var valueCache: PJRTBuffer
+    private var slots: [Slot]
+
+    struct Slot {
+        var live = false
+        var length = 0
+        var lastToken: Int32 = 0
+        var sampler = Sampler(.greedy)
+    }
+
+    /// The prefix's keys and values on the device, [layers, padded length, kvDim].
+    final class DevicePrefix {
+        let keys: PJRTBuffer, values: PJRTBuffer
+        let paddedLength: Int
+        init(keys: PJRTBuffer, values: PJRTBuffer, paddedLength: Int) {
+            self.keys = keys
+            self.values = values
+            self.paddedLength = paddedLength
+        }
+    }
+
+    public init(_ checkpoint: Checkpoint, client: PJRTClient, slots: Int = 1, maxCacheLength: Int? = nil,
+                maxPrefillLength: Int? = nil) throws {
+        model = try PJRTModel(checkpoint, client: client)
+        config = checkpoint.config
+        slotCount = max(1, slots)
+        self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)
+        self.maxPrefillLength = min(maxPrefillLength ?? self.maxCacheLength, self.maxCacheLength)
+        let n = config.layerCount * slotCount * self.maxCacheLength * config.kvDim
+        let shape = [config.layerCount, slotCount, self.maxCacheLength, config.kvDim]
+        keyCache = try client.upload([Float](repeating: 0, count: n), shape: shape)
+        valueCache = try client.upload([Float](repeating: 0, count: n), shape: shape)
+        self.slots = Array(repeating: Slot(), count: slotCount)
+    }
+
+    public func prefill(_ tokens: [Int32], trueLength: Int, sampling: SamplingParams) throws -> Prefix {
+        guard trueLength >= 1 else { throw EngineError.emptyPrompt }
+        guard trueLength <= maxPrefillLength, tokens.count <= maxCacheLength else {
+            throw EngineError.promptTooLong(trueLength, max: maxPrefillLength)
+        }
+        for t in tokens.prefix(trueLength) where t < 0 || Int(t) >= config.vocabSize { throw EngineError.tokenOutOfRange(t, vocab: config.vocabSize) }
+        let (logits, keys, values) = try model.prefill(tokens, trueLength: trueLength)
+        var sampler = Sampler(sampling, prompt: Array(tokens.prefix(trueLength)))
+        var copy = logits
+        let first = copy.withUnsafeMutableBufferPointer { sampler.sample($0) }
+        return Prefix(length: trueLength, firstToken: first, firstLogits: logits, sampler: sampler,
+                      device: DevicePrefix(keys: keys, values: values, paddedLength: tokens.count))
+    }
+
+    public func insert(_ prefix: Prefix, slot: Int) throws {
+        guard slot >= 0 && slot < slotCount else { throw EngineError.badSlot(slot) }
+        guard !slots[slot].live else { throw EngineError.slotBusy(slot) }
+        guard prefix.length < maxCacheLength else { throw EngineError.cacheFull(slot: slot) }
+        guard let p = prefix.device as? DevicePrefix else { throw EngineError.unsupportedWeights("a prefix from another backend") }
+        let exe = try model.client.compile(model.lowering.insert(length: p.paddedLength, slots: slotCount, cacheLength: maxCacheLength))
+        let out = try exe.execute([keyCache, valueCache, p.keys, p.values, model.client.upload([Int32(slot)], shape: [])])
+        keyCache = out[0]
+        valueCache = out[1]
+        slots[slot] = Slot(live: true, length: prefix.length, lastToken: prefix.firstToken, sampler: prefix.sampler)
+    }
+
+    public func generate() throws -> [SlotToken] {
+        let live = (0..<slotCount).filter { slots[$0].live }
+        guard !live.isEmpty else { return [] }
+        for s in live where slots[s].length >= maxCacheLength { throw EngineError.cacheFull(slot: s) }
+        let exe = try model.client.compile(model.lowering.generate(slots: slotCount, cacheLength: maxCacheLength))
+        let tokens = slots.map { $0.live ? $0.lastToken : 0 }
+        let positions = slots.map { Int32($0.live ? $0.length : 0) }
+        let out = try exe.execute(model.weights + model.inverseFrequencies
+                                  + [keyCache, valueCache, model.client.upload(tokens, shape: [slotCount]),
+                                     model.client.upload(positions, shape: [slotCount])])
+        keyCache = out[1]
+        valueCache = out[2]
+        var logits = try out[0].download(as: Float.self)
+        let V = config.vocabSize
+        var result: [SlotToken] = []
+        try logits.withUnsafeMutableBufferPointer { all throws in
+            for s in live {
+                slots[s].length += 1
+                let next = slots[s].sampler.sample(UnsafeMutableBufferPointer(rebasing: all[s * V..<(s + 1) * V]))
+                slots[s].lastToken = next
+                result.append(SlotToken(slot: s, token: next, logprobs: slots[s].sampler.lastLogprobs))
+            }
+        }
+        return result
+    }
+
+    public func free(slot: Int) {
+        guard slot >= 0 && slot < slotCount else { return }
+        slots[slot] = Slot()
+    }
+}
