@@ -27,7 +27,9 @@ struct ServeCommand: ParsableCommand {
     var tokenizer: String?
     @Option(name: [.customLong("model-name"), .customLong("model_name")], help: "Name for logs and the metrics' model_name label (default: the file name).")
     var modelName: String?
-    @Option(name: .long, help: "Backend: cpu.") var backend = "cpu"
+    @Option(name: .long, help: "Backend: cpu, or pjrt (a PJRT plugin: libtpu on TPU, the CUDA plugin on NVIDIA GPUs, the XLA CPU plugin).") var backend = "cpu"
+    @Option(name: .customLong("pjrt-plugin"), help: "PJRT plugin library for --backend pjrt (default: libtpu.so from the library path).") var pjrtPlugin = "libtpu.so"
+    @Option(name: .customLong("pjrt-cpu-devices"), help: .hidden) var pjrtCPUDevices: Int?
     @Option(name: .long, help: "Compute threads for the CPU backend (default: one per core).") var threads: Int?
     @Option(name: .customLong("quantize_weights"), help: .hidden) var quantizeWeights: String?
     @Option(name: .customLong("quantize_kv_cache"), help: .hidden) var quantizeKVCache: String?
@@ -80,7 +82,7 @@ struct ServeCommand: ParsableCommand {
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if let n = ioThreads, n < 1 { throw ValidationError("--io-threads must be at least 1") }
         if let n = threads, n < 1 { throw ValidationError("--threads must be at least 1") }
-        if backend != "cpu" { throw ValidationError("--backend \(backend) is not available; this build serves with --backend cpu") }
+        if backend != "cpu" && backend != "pjrt" { throw ValidationError("--backend must be cpu or pjrt, got \(backend)") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if maxCacheLength < 2 { throw ValidationError("--max-cache-length must be at least 2") }
         if let p = maxPrefillLength, p < 1 || p >= maxCacheLength {
@@ -206,9 +208,17 @@ struct ServeCommand: ParsableCommand {
             throw ServeError("tokenizer \(tokenizer ?? path) has \(tok.vocabSize) tokens but the model's vocabulary is \(checkpoint.config.vocabSize)")
         }
         let cache = min(maxCacheLength, checkpoint.config.contextLength)
-        let engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache,
-                                   maxPrefillLength: min(maxPrefillLength ?? max(1, cache / 2), cache - 1),
+        let prefillLimit = min(maxPrefillLength ?? max(1, cache / 2), cache - 1)
+        let engine: any Engine
+        if backend == "pjrt" {
+            let plugin = try PJRTPlugin.load(pjrtPlugin)
+            let client = try PJRTClient(plugin: plugin, cpuDeviceCount: pjrtCPUDevices)
+            log("PJRT plugin \(pjrtPlugin) (API \(plugin.apiVersion.major).\(plugin.apiVersion.minor)): \(client.platform), \(client.deviceCount) device(s)")
+            engine = try PJRTEngine(checkpoint, client: client, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit)
+        } else {
+            engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
                                    threads: threads ?? ServerConfig.cores)
+        }
         let loadSeconds = Double(contrail_now_ns() - t0) / 1e9
         service.metrics.setModelLoadTime(loadSeconds)
         log("loaded \(checkpoint.config.architecture) in \(format1(loadSeconds)) s (\(checkpoint.config.layerCount) layers, vocabulary \(tok.vocabSize))")

@@ -64,7 +64,8 @@ public final class PJRTEngine: Engine {
         guard !slots[slot].live else { throw EngineError.slotBusy(slot) }
         guard prefix.length < maxCacheLength else { throw EngineError.cacheFull(slot: slot) }
         guard let p = prefix.device as? DevicePrefix else { throw EngineError.unsupportedWeights("a prefix from another backend") }
-        let exe = try model.client.compile(model.lowering.insert(length: p.paddedLength, slots: slotCount, cacheLength: maxCacheLength))
+        let (B, S) = (slotCount, maxCacheLength)
+        let exe = try model.program("insert \(p.paddedLength)") { $0.insert(length: p.paddedLength, slots: B, cacheLength: S) }
         let out = try exe.execute([keyCache, valueCache, p.keys, p.values, model.client.upload([Int32(slot)], shape: [])])
         keyCache = out[0]
         valueCache = out[1]
@@ -75,7 +76,8 @@ public final class PJRTEngine: Engine {
         let live = (0..<slotCount).filter { slots[$0].live }
         guard !live.isEmpty else { return [] }
         for s in live where slots[s].length >= maxCacheLength { throw EngineError.cacheFull(slot: s) }
-        let exe = try model.client.compile(model.lowering.generate(slots: slotCount, cacheLength: maxCacheLength))
+        let (B, S) = (slotCount, maxCacheLength)
+        let exe = try model.program("generate \(B)x\(S)") { $0.generate(slots: B, cacheLength: S) }
         let tokens = slots.map { $0.live ? $0.lastToken : 0 }
         let positions = slots.map { Int32($0.live ? $0.length : 0) }
         let out = try exe.execute(model.weights + model.inverseFrequencies

@@ -6,6 +6,9 @@ public final class PJRTModel: @unchecked Sendable {
     let lowering: ModelLowering
     let weights: [PJRTBuffer]
     let inverseFrequencies: [PJRTBuffer]
+    /// Compiled programs by role and shape ("prefill 64", "generate 16x1024"), so a step never rebuilds
+    /// its program text.
+    private let programs = Locked<[String: PJRTExecutable]>([:])
 
     public init(_ checkpoint: Checkpoint, client: PJRTClient) throws {
         let w = try ModelWeights(checkpoint)
@@ -18,12 +21,20 @@ public final class PJRTModel: @unchecked Sendable {
         }
     }
 
+    /// The executable for `key`, lowering and compiling it on first use.
+    func program(_ key: String, _ lower: (ModelLowering) -> String) throws(PJRTError) -> PJRTExecutable {
+        if let e = programs.withLock({ $0[key] }) { return e }
+        let e = try client.compile(lower(lowering))
+        programs.withLock { $0[key] = e }
+        return e
+    }
+
     /// The logits at the prompt's last real position (`trueLength` of the padded `tokens`) and its keys
     /// and values ([layers, padded length, kvDim] each, on device).
     public func prefill(_ tokens: [Int32], trueLength: Int? = nil) throws(PJRTError) -> (logits: [Float], keys: PJRTBuffer, values: PJRTBuffer) {
         let length = trueLength ?? tokens.count
         guard length >= 1 && length <= tokens.count else { throw PJRTError(code: -1, message: "prefill: true length \(length) of \(tokens.count) tokens") }
-        let exe = try client.compile(lowering.prefill(length: tokens.count))
+        let exe = try program("prefill \(tokens.count)") { $0.prefill(length: tokens.count) }
         let out = try exe.execute(weights + inverseFrequencies + [client.upload(tokens, shape: [tokens.count]),
                                                                   client.upload([Int32(length)], shape: [])])
         guard out.count == 3 else { throw PJRTError(code: -1, message: "prefill returned \(out.count) outputs, expected 3") }

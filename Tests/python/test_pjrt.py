@@ -1,0 +1,76 @@
+"""`contrail serve --backend pjrt` on the XLA CPU PJRT plugin (the same code path as libtpu and the CUDA
+plugin): the whole pipeline end to end, with answers equal to the CPU backend's."""
+import json
+import os
+import subprocess
+import threading
+
+import grpc
+import pytest
+
+from conftest import ServerProcess
+
+HOME = os.environ.get("CONTRAIL_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "contrail")
+PLUGIN = os.path.join(HOME, "fixtures", "pjrt_c_api_cpu_plugin.so")
+CAPITAL = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def pjrt():
+    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--batch-size", "4", "--max-cache-length", "128"],
+                      test_services=False)
+    yield s
+    assert s.stop() == 0, s.output()
+
+
+def post(s, body):
+    out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", s.url("/generate"), "-d", json.dumps(body)],
+                         capture_output=True, text=True, timeout=120).stdout
+    text, status = out.rsplit("\n", 1)
+    return int(status), json.loads(text)
+
+
+def test_generate_on_the_pjrt_backend(pjrt):
+    assert post(pjrt, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
+    log = pjrt.output()
+    assert "PJRT plugin" in log and "cpu, " in log and "warmed up" in log
+
+
+def test_grpc_decode_streams_equal_the_cpu_backend(pjrt, stubs):
+    """Four concurrent token-content streams (continuous batching over the device's slots) give the
+    same greedy ids as the CPU backend gives each prompt alone."""
+    pb, pbg = stubs["js"], stubs["js_grpc"]
+    prompts = [[(i * 7919 + k * 104729) % 20000 + 100 for k in range(3 + (i * 5) % 13)] for i in range(4)]
+
+    def decode(port, ids):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            req = pb.DecodeRequest(token_content=pb.DecodeRequest.TokenContent(token_ids=ids), max_tokens=10)
+            return [i for r in pbg.OrchestratorStub(ch).Decode(req, timeout=120) for i in r.stream_content.samples[0].token_ids]
+
+    results = [None] * len(prompts)
+
+    def run(i):
+        results[i] = decode(pjrt.grpc_port, prompts[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    cpu = ServerProcess(extra=["--batch-size", "1", "--max-cache-length", "128"], test_services=False)
+    try:
+        expected = [decode(cpu.grpc_port, p) for p in prompts]
+    finally:
+        assert cpu.stop() == 0
+    assert results == expected
+    assert all(len(r) == 10 for r in results)
+
+
+def test_bad_plugin_is_a_clear_startup_error(tmp_path):
+    not_a_plugin = tmp_path / "libfake.so"
+    not_a_plugin.write_text("not an ELF file")
+    for path, message in [("/nonexistent/libtpu.so", "cannot load PJRT plugin /nonexistent/libtpu.so"),
+                          (str(not_a_plugin), "cannot load PJRT plugin")]:
+        s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", path], wait_ready=False, test_services=False)
+        assert s.proc.wait(timeout=60) == 1
+        assert message in s.output(), s.output()
