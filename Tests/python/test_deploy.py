@@ -20,7 +20,7 @@ from conftest import ROOT, ServerProcess, free_port
 
 VENV_BIN = os.path.dirname(sys.executable)
 KUBERNETES_VERSION = "1.33.0"  # the schemas manifests are validated against (GKE's regular channel, 2026)
-OVERLAYS = ["k8s/overlays/cpu"]
+OVERLAYS = ["k8s/overlays/cpu", "k8s/overlays/tpu-v5e"]
 COMPONENT_FILES = ["k8s/components/autoscaling/hpa.yaml", "k8s/components/autoscaling/podmonitoring.yaml"]
 # Custom resources without a schema in kubernetes-validate: checked for shape here, not validated.
 NO_SCHEMA = {"PodMonitoring"}
@@ -202,3 +202,30 @@ def test_probe_command_failures():
         assert r.returncode == 1 and "answered 404" in r.stderr
     finally:
         assert s.stop() == 0
+
+
+def test_tpu_overlay_is_the_gke_tutorial_shape():
+    objects = render("k8s/overlays/tpu-v5e")
+    pod = by_kind(objects, "Deployment")["spec"]["template"]
+    spec = pod["spec"]
+    assert spec["nodeSelector"]["cloud.google.com/gke-tpu-accelerator"] == "tpu-v5-lite-podslice"
+    assert "cloud.google.com/gke-tpu-topology" in spec["nodeSelector"]
+    (c,) = spec["containers"]
+    assert c["resources"]["limits"]["google.com/tpu"] == c["resources"]["requests"]["google.com/tpu"]
+    assert "--backend=pjrt" in c["args"] and "--pjrt-plugin=/opt/libtpu/libtpu/libtpu.so" in c["args"]
+    for flag in ("--model_name", "--batch_size", "--max_cache_length", "--checkpoint_path", "--tokenizer_path", "--quantize_weights"):
+        assert any(a.startswith(flag + "=") for a in c["args"]), flag
+    # The checkpoint comes from GCS through the GCS FUSE CSI driver, read-only.
+    assert pod["metadata"]["annotations"]["gke-gcsfuse/volumes"] == "true"
+    (volume,) = spec["volumes"]
+    assert volume["csi"]["driver"] == "gcsfuse.csi.storage.gke.io" and c["volumeMounts"][0]["readOnly"]
+    # Autoscaling on the server's own metrics, scraped from /metrics.
+    hpa = by_kind(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == by_kind(objects, "Deployment")["metadata"]["name"]
+    names = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]}
+    assert names == {"prometheus.googleapis.com|jetstream_prefill_backlog_size|gauge",
+                     "prometheus.googleapis.com|jetstream_slots_used_percentage|gauge"}
+    assert by_kind(objects, "PodMonitoring")["spec"]["endpoints"][0]["path"] == "/metrics"
+    # The image the overlay names is built with libtpu where --pjrt-plugin looks for it.
+    with open(os.path.join(ROOT, "docker", "Dockerfile")) as f:
+        assert "--target /out/libtpu" in f.read()
