@@ -69,12 +69,17 @@ public final class Orchestrator: @unchecked Sendable {
         return b + [maxPrefillLength]
     }
 
-    /// Runs each prefill bucket the engine needs warm (every bucket for shape-compiling backends, the
-    /// smallest for the CPU) and a decode step over all slots, before any request arrives.
+    /// Runs each prefill bucket the engine needs warm (every bucket, and its insert, for shape-compiling
+    /// backends; the smallest for the CPU) and a decode step over all slots, before any request arrives.
     public func warmUp() throws {
         var prefix: Prefix?
         for n in engine.compilesPerShape ? buckets : [buckets[0]] {
-            prefix = try engine.prefill([Int32](repeating: tokenizer.bosId ?? 0, count: n), trueLength: n, sampling: .greedy)
+            let p = try engine.prefill([Int32](repeating: tokenizer.bosId ?? 0, count: n), trueLength: n, sampling: .greedy)
+            if engine.compilesPerShape {
+                try engine.insert(p, slot: 0)
+                engine.free(slot: 0)
+            }
+            prefix = p
         }
         guard let prefix else { return }
         for s in 0..<engine.slotCount { try engine.insert(prefix, slot: s) }
