@@ -38,10 +38,13 @@ def llama_cpp(bench, batched, model):
     return result
 
 
-def contrail(model):
-    out = subprocess.run([CONTRAIL, "engine-bench", "--model", model, "--threads", str(THREADS), "--batch", "4", "16"],
+def contrail(model, *extra):
+    out = subprocess.run([CONTRAIL, "engine-bench", "--model", model, "--threads", str(THREADS), "--batch", "4", "16", *extra],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
+
+
+PJRT_PLUGIN = os.path.join(HOME, "fixtures", "pjrt_c_api_cpu_plugin.so")
 
 
 def main():
@@ -50,13 +53,33 @@ def main():
     bench, batched = llamacpp_build.tools("llama-bench", "llama-batched-bench")
     print(f"bench-engine: {THREADS} threads; tokens/s (ratio Contrail/llama.cpp)")
     print(f"{'model':<34} {'metric':<8} {'contrail':>10} {'llama.cpp':>10} {'ratio':>7}")
+    cpu = {}
     for name in MODELS:
         path = os.path.join(HOME, "fixtures", name)
         ours, theirs = contrail(path), llama_cpp(bench, batched, path)
+        cpu[name] = ours
         for metric in ("pp512", "tg128", "batch4", "batch16"):
             a, b = ours.get(metric), theirs.get(metric)
             ratio = f"{a / b:7.2f}" if a and b else "    n/a"
             print(f"{name:<34} {metric:<8} {a or 0:>10.1f} {b or 0:>10.1f} {ratio}", flush=True)
+    if not os.path.exists(PJRT_PLUGIN):
+        print("bench-engine: no XLA CPU PJRT plugin (make fixtures fetches it); PJRT backend skipped")
+        return
+    # The PJRT backend on the XLA CPU plugin (f32 weights; one program computes all 16 slots every step,
+    # so tg128 and batch4 run the batch-16 program). Host overhead: time outside Execute per decode step.
+    print(f"\nbench-engine: PJRT backend on the XLA CPU plugin; tokens/s (ratio PJRT/CPU backend)")
+    print(f"{'model':<34} {'metric':<22} {'pjrt':>10} {'cpu':>10} {'ratio':>7}")
+    for name in MODELS:
+        path = os.path.join(HOME, "fixtures", name)
+        ours = contrail(path, "--backend", "pjrt", "--pjrt-plugin", PJRT_PLUGIN)
+        for metric in ("pp512", "tg128", "batch4", "batch16"):
+            a, b = ours.get(metric), cpu[name].get(metric)
+            ratio = f"{a / b:7.2f}" if a and b else "    n/a"
+            print(f"{name:<34} {metric:<22} {a or 0:>10.1f} {b or 0:>10.1f} {ratio}", flush=True)
+        for b in (4, 16):
+            overhead = ours.get(f"host_overhead_batch{b}")
+            if overhead is not None:
+                print(f"{name:<34} {f'host overhead batch{b}':<22} {100 * overhead:>9.1f}%", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,25 @@ struct EngineBenchCommand: ParsableCommand {
     @Option(name: .long, help: "Tokens for the single-stream decode measurement.") var genTokens = 128
     @Option(name: .long, parsing: .upToNextOption, help: "Batch sizes for aggregate decode.") var batch: [Int] = [4, 16]
     @Option(name: .long, help: "Decode steps per batch measurement.") var steps = 32
+    @Option(name: .long, help: "Backend: cpu or pjrt.") var backend = "cpu"
+    @Option(name: .customLong("pjrt-plugin"), help: "PJRT plugin for --backend pjrt.") var pjrtPlugin: String?
 
     func run() throws {
         try reportingErrors {
             let checkpoint = try Checkpoint.open(model ?? ModelLocation.defaultModel)
             let maxBatch = batch.max() ?? 1
-            let engine = try CPUEngine(checkpoint, slots: max(1, maxBatch), maxCacheLength: promptTokens + genTokens + steps + 32,
-                                       threads: threads)
+            let cache = promptTokens + genTokens + steps + 32
+            let engine: any Engine
+            var pjrt: PJRTEngine?
+            if backend == "pjrt" {
+                guard let pjrtPlugin else { throw fail("--backend pjrt needs --pjrt-plugin") }
+                let client: PJRTClient
+                do { client = try PJRTClient(plugin: try PJRTPlugin.load(pjrtPlugin), cpuDeviceCount: 1) } catch { throw fail("\(error)") }
+                pjrt = try PJRTEngine(checkpoint, client: client, slots: max(1, maxBatch), maxCacheLength: cache)
+                engine = pjrt!
+            } else {
+                engine = try CPUEngine(checkpoint, slots: max(1, maxBatch), maxCacheLength: cache, threads: threads)
+            }
             var rng = SeededGenerator(seed: 1)
             func tokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(min(checkpoint.config.vocabSize, 30_000))) + 100 } }
             func seconds(_ body: () throws -> Void) rethrows -> Double {
@@ -32,10 +44,19 @@ struct EngineBenchCommand: ParsableCommand {
             var result: [(String, JSON)] = [("threads", .number(Double(threads)))]
             // Prefill (pp): one prompt of promptTokens.
             let prompt = tokens(promptTokens)
+            if engine.compilesPerShape {
+                // Compile outside the measurements: each shape's first run, and the decode step.
+                try engine.insert(engine.prefill(tokens(promptTokens), sampling: .greedy), slot: 0)
+                engine.free(slot: 0)
+                try engine.insert(engine.prefill(tokens(16), sampling: .greedy), slot: 0)
+                _ = try engine.generate()
+                engine.free(slot: 0)
+                pjrt?.resetStepTimes()
+            }
             let pp = try seconds { _ = try engine.prefill(prompt, sampling: .greedy) }
             result.append(("pp\(promptTokens)", .number(Double(promptTokens) / pp)))
             // Single-stream decode (tg).
-            let p1 = try engine.prefill(tokens(8), sampling: .greedy)
+            let p1 = try engine.prefill(tokens(engine.compilesPerShape ? 16 : 8), sampling: .greedy)
             try engine.insert(p1, slot: 0)
             let tg = try seconds { for _ in 0..<genTokens { _ = try engine.generate() } }
             engine.free(slot: 0)
@@ -43,9 +64,14 @@ struct EngineBenchCommand: ParsableCommand {
             // Aggregate decode over B live slots.
             for b in batch where b >= 1 {
                 for s in 0..<b { try engine.insert(engine.prefill(tokens(16), sampling: .greedy), slot: s) }
+                pjrt?.resetStepTimes()
                 let t = try seconds { for _ in 0..<steps { _ = try engine.generate() } }
                 for s in 0..<b { engine.free(slot: s) }
                 result.append(("batch\(b)", .number(Double(b * steps) / t)))
+                if let pjrt {
+                    // Time outside PJRT_LoadedExecutable_Execute per decode step (uploads, logits download, sampling).
+                    result.append(("host_overhead_batch\(b)", .number(pjrt.hostOverhead)))
+                }
             }
             print(JSON.object(result).serialized)
         }

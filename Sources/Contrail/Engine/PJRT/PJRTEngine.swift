@@ -1,3 +1,5 @@
+import CShims
+
 /// The PJRT backend behind the Engine protocol: prefill runs a program per padded length, insert
 /// copies the prefix into its slot of the device caches, and a decode step runs one program over all
 /// slots with the caches donated (updated in place, never copied). Logits come back to the host, where
@@ -12,6 +14,13 @@ public final class PJRTEngine: Engine {
     private var keyCache: PJRTBuffer
     private var valueCache: PJRTBuffer
     private var slots: [Slot]
+    /// Decode steps since `resetStepTimes`: whole-step and Execute-only nanoseconds.
+    private var stepNanos: UInt64 = 0, executeNanos: UInt64 = 0
+
+    /// The fraction of decode-step time spent outside Execute (host work: uploads, the logits download,
+    /// sampling) since the last reset.
+    public var hostOverhead: Double { stepNanos == 0 ? 0 : 1 - Double(executeNanos) / Double(stepNanos) }
+    public func resetStepTimes() { (stepNanos, executeNanos) = (0, 0) }
 
     struct Slot {
         var live = false
@@ -73,6 +82,8 @@ public final class PJRTEngine: Engine {
     }
 
     public func generate() throws -> [SlotToken] {
+        let start = contrail_now_ns()
+        defer { stepNanos += contrail_now_ns() - start }
         let live = (0..<slotCount).filter { slots[$0].live }
         guard !live.isEmpty else { return [] }
         for s in live where slots[s].length >= maxCacheLength { throw EngineError.cacheFull(slot: s) }
@@ -80,9 +91,11 @@ public final class PJRTEngine: Engine {
         let exe = try model.program("generate \(B)x\(S)") { $0.generate(slots: B, cacheLength: S) }
         let tokens = slots.map { $0.live ? $0.lastToken : 0 }
         let positions = slots.map { Int32($0.live ? $0.length : 0) }
-        let out = try exe.execute(model.weights + model.inverseFrequencies
-                                  + [keyCache, valueCache, model.client.upload(tokens, shape: [slotCount]),
-                                     model.client.upload(positions, shape: [slotCount])])
+        let arguments = model.weights + model.inverseFrequencies
+            + [keyCache, valueCache, try model.client.upload(tokens, shape: [slotCount]), try model.client.upload(positions, shape: [slotCount])]
+        let executeStart = contrail_now_ns()
+        let out = try exe.execute(arguments)
+        executeNanos += contrail_now_ns() - executeStart
         keyCache = out[1]
         valueCache = out[2]
         var logits = try out[0].download(as: Float.self)
