@@ -102,23 +102,29 @@ extension PJRTParityTests {
         let tokenizer = try Tokenizer.load(path: path)
         let prompts = ["The capital of France is", "One, two, three, four,"].map { tokenizer.encode($0) }
         let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
-        let engines: [any Engine] = [try CPUEngine(checkpoint, slots: 3, maxCacheLength: 48),
-                                     try PJRTEngine(checkpoint, client: client, slots: 3, maxCacheLength: 48)]
+        let pjrt = try PJRTEngine(checkpoint, client: client, slots: 3, maxCacheLength: 48)
+        // Greedy picks tokens on the device; asking for log-probabilities brings the logits to the host sampler.
+        var hostSampled = SamplingParams.greedy
+        hostSampled.logprobs = 0
+        let runs: [(any Engine, SamplingParams)] = [(try CPUEngine(checkpoint, slots: 3, maxCacheLength: 48), .greedy),
+                                                    (pjrt, .greedy), (pjrt, hostSampled)]
         var outputs: [[[Int32]]] = []
-        for engine in engines {
+        for (engine, sampling) in runs {
             var tokens: [[Int32]] = [[], []]
             for (i, p) in prompts.enumerated() {
                 let padded = p + [Int32](repeating: 0, count: 16 - p.count)  // a 16-token bucket
-                let prefix = try engine.prefill(engine.compilesPerShape ? padded : p, trueLength: p.count, sampling: .greedy)
+                let prefix = try engine.prefill(engine.compilesPerShape ? padded : p, trueLength: p.count, sampling: sampling)
                 try engine.insert(prefix, slot: 2 * i)  // slots 0 and 2; slot 1 stays free
                 tokens[i].append(prefix.firstToken)
             }
             for _ in 0..<12 {
                 for t in try engine.generate() { tokens[t.slot / 2].append(t.token) }
             }
+            for s in 0..<engine.slotCount { engine.free(slot: s) }
             outputs.append(tokens)
         }
-        #expect(outputs[0] == outputs[1], "\(file): CPU \(outputs[0]) vs PJRT \(outputs[1])")
+        #expect(outputs[0] == outputs[1], "\(file): CPU \(outputs[0]) vs PJRT on-device greedy \(outputs[1])")
+        #expect(outputs[0] == outputs[2], "\(file): CPU \(outputs[0]) vs PJRT host sampler \(outputs[2])")
         print("PJRT generation \(file): \(prompts.indices.map { tokenizer.decode(outputs[1][$0]) })")
     }
 }

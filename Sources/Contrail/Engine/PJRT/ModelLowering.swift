@@ -134,8 +134,9 @@ struct ModelLowering {
 
     /// One decode step over all `B` slots: arguments are the weights, the inverse frequencies, the
     /// caches [layers, B, S, kvDim] (donated), each slot's last token and its position (i32 [B]);
-    /// results are the logits [B, vocab] and the updated caches. Free slots compute values nobody reads.
-    func generate(slots B: Int, cacheLength S: Int) -> String {
+    /// results are the logits [B, vocab] — or, with `greedy`, each slot's most likely token (i32 [B]),
+    /// so only ids cross to the host — and the updated caches. Free slots compute values nobody reads.
+    func generate(slots B: Int, cacheLength S: Int, greedy: Bool = false) -> String {
         let c = config
         var w = StableHLOWriter()
         let weights = declareWeights(&w)
@@ -159,7 +160,8 @@ struct ModelLowering {
             return cacheAttention(&w, q, keys, vals, positions: positions, layer: l)
         }
         let logits = outputLogits(&w, weights, x)
-        return w.module("generate_\(B)x\(S)", returning: [logits, kcache, vcache])
+        let result = greedy ? w.argmax(logits) : logits
+        return w.module("generate_\(B)x\(S)", returning: [result, kcache, vcache])
     }
 
     /// The layers over `tokens` at `positions` (i32, one per row); `attend(layer, q, k, v)` gives the

@@ -88,7 +88,10 @@ public final class PJRTEngine: Engine {
         guard !live.isEmpty else { return [] }
         for s in live where slots[s].length >= maxCacheLength { throw EngineError.cacheFull(slot: s) }
         let (B, S) = (slotCount, maxCacheLength)
-        let exe = try model.program("generate \(B)x\(S)") { $0.generate(slots: B, cacheLength: S) }
+        // Greedy slots without penalties or log-probabilities pick their token on the device; only ids
+        // come back. Anything else brings the logits to the host's Sampler.
+        let greedy = live.allSatisfy { let p = slots[$0].sampler.params; return p.temperature == 0 && !p.hasPenalties && p.logprobs == nil }
+        let exe = try model.program("generate \(B)x\(S)\(greedy ? " greedy" : "")") { $0.generate(slots: B, cacheLength: S, greedy: greedy) }
         let tokens = slots.map { $0.live ? $0.lastToken : 0 }
         let positions = slots.map { Int32($0.live ? $0.length : 0) }
         let arguments = model.weights + model.inverseFrequencies
@@ -98,10 +101,19 @@ public final class PJRTEngine: Engine {
         executeNanos += contrail_now_ns() - executeStart
         keyCache = out[1]
         valueCache = out[2]
+        var result: [SlotToken] = []
+        if greedy {
+            let ids = try out[0].download(as: Int32.self)
+            for s in live {
+                slots[s].length += 1
+                slots[s].lastToken = ids[s]
+                result.append(SlotToken(slot: s, token: ids[s]))
+            }
+            return result
+        }
         var logits = try out[0].download(as: Float.self)
         let V = config.vocabSize
-        var result: [SlotToken] = []
-        try logits.withUnsafeMutableBufferPointer { all throws in
+        logits.withUnsafeMutableBufferPointer { all in
             for s in live {
                 slots[s].length += 1
                 let next = slots[s].sampler.sample(UnsafeMutableBufferPointer(rebasing: all[s * V..<(s + 1) * V]))

@@ -108,17 +108,27 @@ struct StableHLOWriter {
         return emit("dot_general", [a, b], "dot_dimension_numbers = \(numbers)", shape, a.element)
     }
 
-    /// A reduction with `op` (add, maximum) over `dimensions`.
+    /// A reduction with `op` (add, maximum, minimum) over `dimensions`, from `initial` (an f32 value,
+    /// or for i32 tensors an integer one).
     mutating func reduce(_ a: HLOValue, _ op: String, dimensions: [Int], initial: Float) -> HLOValue {
-        let start = constant(initial)
+        let start = a.element == "f32" ? constant(initial) : index(Int(initial))
+        let scalar = "tensor<\(a.element)>"
         let x = fresh(), y = fresh(), r = fresh()
         let out = HLOValue(name: fresh(), shape: a.shape.indices.filter { !dimensions.contains($0) }.map { a.shape[$0] }, element: a.element)
         body.append("    \(out.name) = \"stablehlo.reduce\"(\(a.name), \(start.name)) ({")
-        body.append("    ^bb0(\(x): tensor<f32>, \(y): tensor<f32>):")
-        body.append("      \(r) = \"stablehlo.\(op)\"(\(x), \(y)) : (tensor<f32>, tensor<f32>) -> tensor<f32>")
-        body.append("      \"stablehlo.return\"(\(r)) : (tensor<f32>) -> ()")
-        body.append("    }) {dimensions = \(Self.dims(dimensions))} : (\(a.type), tensor<f32>) -> \(out.type)")
+        body.append("    ^bb0(\(x): \(scalar), \(y): \(scalar)):")
+        body.append("      \(r) = \"stablehlo.\(op)\"(\(x), \(y)) : (\(scalar), \(scalar)) -> \(scalar)")
+        body.append("      \"stablehlo.return\"(\(r)) : (\(scalar)) -> ()")
+        body.append("    }) {dimensions = \(Self.dims(dimensions))} : (\(a.type), \(scalar)) -> \(out.type)")
         return out
+    }
+
+    /// The index of each row's largest value over the last dimension (the first one on ties), i32.
+    mutating func argmax(_ a: HLOValue) -> HLOValue {
+        let last = a.shape.count - 1, rows = Array(0..<last), n = a.shape[last]
+        let top = broadcast(reduce(a, "maximum", dimensions: [last], initial: -Float.infinity), to: a.shape, dims: rows)
+        let candidates = select(compare(a, top, "EQ"), iota(a.shape, dimension: last), broadcast(index(n), to: a.shape, dims: []))
+        return reduce(candidates, "minimum", dimensions: [last], initial: Float(n))
     }
 
     /// `update` written into `a` at the scalar i32 `starts` (one per dimension).
