@@ -128,3 +128,38 @@ extension PJRTParityTests {
         print("PJRT generation \(file): \(prompts.indices.map { tokenizer.decode(outputs[1][$0]) })")
     }
 }
+
+extension PJRTParityTests {
+    /// Temperature and top-k sampling on the device: a seed reproduces a request's tokens whatever shares
+    /// the batch; another seed changes them; top-k 1 is greedy.
+    @Test func deviceSamplingIsSeededAndBatchIndependent() throws {
+        let path = ModelLocation.fixtures + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+        let checkpoint = try Checkpoint.open(path)
+        let prompt = try Tokenizer.load(path: path).encode("Once upon a time")
+        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
+        let engine = try PJRTEngine(checkpoint, client: client, slots: 3, maxCacheLength: 48)
+        func params(seed: UInt64, temperature: Float = 0.9, topK: Int = 40) -> SamplingParams {
+            var p = SamplingParams.greedy
+            (p.seed, p.temperature, p.topK) = (seed, temperature, topK)
+            return p
+        }
+        func run(_ perSlot: [SamplingParams]) throws -> [[Int32]] {
+            var out = [[Int32]](repeating: [], count: perSlot.count)
+            for (s, p) in perSlot.enumerated() {
+                let prefix = try engine.prefill(prompt + [Int32](repeating: 0, count: 16 - prompt.count), trueLength: prompt.count, sampling: p)
+                try engine.insert(prefix, slot: s)
+            }
+            for _ in 0..<10 { for t in try engine.generate() { out[t.slot].append(t.token) } }
+            for s in perSlot.indices { engine.free(slot: s) }
+            return out
+        }
+        let together = try run([params(seed: 7), params(seed: 7), params(seed: 8)])
+        #expect(together[0] == together[1], "the same seed in two slots of one batch")
+        #expect(together[0] != together[2], "another seed")
+        let alone = try run([params(seed: 7)])
+        #expect(alone[0] == together[0], "alone or among others")
+        let greedy = try run([.greedy, params(seed: 3, temperature: 1, topK: 1)])
+        #expect(greedy[0] == greedy[1], "top-k 1 is greedy")
+        #expect(together.joined().allSatisfy { $0 >= 0 && Int($0) < checkpoint.config.vocabSize })
+    }
+}

@@ -136,7 +136,14 @@ struct ModelLowering {
     /// caches [layers, B, S, kvDim] (donated), each slot's last token and its position (i32 [B]);
     /// results are the logits [B, vocab] — or, with `greedy`, each slot's most likely token (i32 [B]),
     /// so only ids cross to the host — and the updated caches. Free slots compute values nobody reads.
-    func generate(slots B: Int, cacheLength S: Int, greedy: Bool = false) -> String {
+    ///
+    /// `sampling: .device` adds per-slot arguments — temperature (f32 [B]; 0 is greedy), top-k (i32 [B];
+    /// 0 is all) and a seed (ui32 [B]) — and picks each slot's token on the device by the Gumbel-max trick
+    /// over its top-k logits, with noise hashed from (seed, position, token id): reproducible per request
+    /// whatever else is in the batch.
+    enum StepSampling { case hostLogits, greedy, device }
+
+    func generate(slots B: Int, cacheLength S: Int, sampling: StepSampling = .hostLogits) -> String {
         let c = config
         var w = StableHLOWriter()
         let weights = declareWeights(&w)
@@ -145,6 +152,7 @@ struct ModelLowering {
         var vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 2)
         let tokens = w.argument([B], "i32")
         let positions = w.argument([B], "i32")
+        let samplingArguments = sampling == .device ? [w.argument([B]), w.argument([B], "i32"), w.argument([B], "ui32")] : []
         let zero = w.index(0)
         let slotPositions = (0..<B).map { b in w.reshape(w.slice(positions, start: [b], limit: [b + 1]), []) }
         let x = forward(&w, weights, invFreq, tokens, positions) { w, l, q, k, v in
@@ -160,8 +168,47 @@ struct ModelLowering {
             return cacheAttention(&w, q, keys, vals, positions: positions, layer: l)
         }
         let logits = outputLogits(&w, weights, x)
-        let result = greedy ? w.argmax(logits) : logits
+        let result: HLOValue
+        switch sampling {
+        case .hostLogits: result = logits
+        case .greedy: result = w.argmax(logits)
+        case .device: result = sample(&w, logits, temperature: samplingArguments[0], topK: samplingArguments[1], seed: samplingArguments[2],
+                                      positions: positions)
+        }
         return w.module("generate_\(B)x\(S)", returning: [result, kcache, vcache])
+    }
+
+    /// Per-slot sampling of [B, V] logits: argmax(logits / T + Gumbel noise) among the top-k logits, or
+    /// plain argmax where T is 0.
+    private func sample(_ w: inout StableHLOWriter, _ logits: HLOValue, temperature: HLOValue, topK: HLOValue, seed: HLOValue,
+                        positions: HLOValue) -> HLOValue {
+        let (B, V) = (logits.shape[0], logits.shape[1])
+        // The k-th largest logit of each row (k = 0 or ≥ V: the smallest, so every token stays).
+        let vocab = w.broadcast(w.index(V), to: [B], dims: [])
+        let k = w.select(w.binary("or", w.compare(topK, w.broadcast(w.index(0), to: [B], dims: []), "LE"), w.compare(topK, vocab, "GT")), vocab, topK)
+        let sorted = w.sortDescending(logits)
+        let kth = w.sub(k, w.broadcast(w.index(1), to: [B], dims: []))
+        let atK = w.compare(w.iota([B, V], dimension: 1), w.broadcast(kth, to: [B, V], dims: [0]), "EQ")
+        let threshold = w.reduce(w.select(atK, sorted, w.constant(-Float.infinity, [B, V])), "maximum", dimensions: [1], initial: -Float.infinity)
+        let allowed = w.compare(logits, w.broadcast(threshold, to: [B, V], dims: [0]), "GE")
+        // Uniform noise in (0, 1) from a 32-bit hash of (seed, position, token id).
+        func u(_ v: UInt32) -> HLOValue { w.broadcast(w.unsigned(v), to: [B, V], dims: []) }
+        let id = w.convert(w.iota([B, V], dimension: 1), to: "ui32")
+        let pos = w.broadcast(w.convert(positions, to: "ui32"), to: [B, V], dims: [0])
+        var h = w.binary("xor", w.broadcast(seed, to: [B, V], dims: [0]), w.mul(id, u(0x9E37_79B9)))
+        h = w.binary("xor", h, w.mul(pos, u(0x85EB_CA6B)))
+        for (shift, factor) in [(UInt32(16), UInt32(0x7FEB_352D)), (15, 0x846C_A68B)] {
+            h = w.mul(w.binary("xor", h, w.binary("shift_right_logical", h, u(shift))), u(factor))
+        }
+        h = w.binary("xor", h, w.binary("shift_right_logical", h, u(16)))
+        let unit = w.add(w.mul(w.convert(w.binary("shift_right_logical", h, u(8)), to: "f32"), w.constant(1.0 / 16_777_216, [B, V])),
+                         w.constant(1.0 / 33_554_432, [B, V]))
+        let gumbel = w.unary("negate", w.unary("log", w.unary("negate", w.unary("log", unit))))
+        let hot = w.compare(temperature, w.constant(0, [B]), "GT")
+        let safeT = w.select(hot, temperature, w.constant(1, [B]))
+        let scored = w.add(w.div(logits, w.broadcast(safeT, to: [B, V], dims: [0])), gumbel)
+        let sampled = w.argmax(w.select(allowed, scored, w.constant(-Float.infinity, [B, V])))
+        return w.select(hot, sampled, w.argmax(logits))
     }
 
     /// The layers over `tokens` at `positions` (i32, one per row); `attend(layer, q, k, v)` gives the

@@ -88,21 +88,35 @@ public final class PJRTEngine: Engine {
         guard !live.isEmpty else { return [] }
         for s in live where slots[s].length >= maxCacheLength { throw EngineError.cacheFull(slot: s) }
         let (B, S) = (slotCount, maxCacheLength)
-        // Greedy slots without penalties or log-probabilities pick their token on the device; only ids
-        // come back. Anything else brings the logits to the host's Sampler.
-        let greedy = live.allSatisfy { let p = slots[$0].sampler.params; return p.temperature == 0 && !p.hasPenalties && p.logprobs == nil }
-        let exe = try model.program("generate \(B)x\(S)\(greedy ? " greedy" : "")") { $0.generate(slots: B, cacheLength: S, greedy: greedy) }
+        // Greedy, temperature and top-k sampling pick each slot's token on the device; only ids come back.
+        // Anything else brings the logits to the host's Sampler.
+        let params = live.map { slots[$0].sampler.params }
+        let mode: ModelLowering.StepSampling
+        if params.allSatisfy({ $0.temperature == 0 && !$0.hasPenalties && $0.logprobs == nil }) {
+            mode = .greedy
+        } else if params.allSatisfy({ !$0.hasPenalties && $0.logprobs == nil && $0.topP >= 1 && $0.minP <= 0 }) {
+            mode = .device  // temperature and top-k on the device
+        } else {
+            mode = .hostLogits  // top-p, min-p, penalties, log-probabilities: the host Sampler
+        }
+        let exe = try model.program("generate \(B)x\(S) \(mode)") { $0.generate(slots: B, cacheLength: S, sampling: mode) }
         let tokens = slots.map { $0.live ? $0.lastToken : 0 }
         let positions = slots.map { Int32($0.live ? $0.length : 0) }
-        let arguments = model.weights + model.inverseFrequencies
+        var arguments = model.weights + model.inverseFrequencies
             + [keyCache, valueCache, try model.client.upload(tokens, shape: [slotCount]), try model.client.upload(positions, shape: [slotCount])]
+        if mode == .device {
+            arguments += [try model.client.upload(slots.map { $0.live ? $0.sampler.params.temperature : 0 }, shape: [slotCount]),
+                          try model.client.upload(slots.map { Int32(clamping: $0.live ? $0.sampler.params.topK : 0) }, shape: [slotCount]),
+                          try model.client.upload(slots.map { UInt32(truncatingIfNeeded: $0.sampler.params.seed ^ ($0.sampler.params.seed >> 32)) },
+                                                  shape: [slotCount])]
+        }
         let executeStart = contrail_now_ns()
         let out = try exe.execute(arguments)
         executeNanos += contrail_now_ns() - executeStart
         keyCache = out[1]
         valueCache = out[2]
         var result: [SlotToken] = []
-        if greedy {
+        if mode != .hostLogits {
             let ids = try out[0].download(as: Int32.self)
             for s in live {
                 slots[s].length += 1

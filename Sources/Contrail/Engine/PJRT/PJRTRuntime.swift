@@ -212,3 +212,7 @@ extension Float: PJRTElement {
 extension Int32: PJRTElement {
     public static var pjrtType: Int32 { Int32(CONTRAIL_PJRT_S32) }
 }
+
+extension UInt32: PJRTElement {
+    public static var pjrtType: Int32 { Int32(CONTRAIL_PJRT_U32) }
+}

@@ -149,6 +149,26 @@ struct StableHLOWriter {
         return v
     }
 
+    /// A scalar unsigned 32-bit constant.
+    mutating func unsigned(_ v: UInt32) -> HLOValue {
+        let out = HLOValue(name: fresh(), shape: [], element: "ui32")
+        body.append("    \(out.name) = \"stablehlo.constant\"() {value = dense<\(v)> : tensor<ui32>} : () -> tensor<ui32>")
+        return out
+    }
+
+    /// Each row sorted along its last dimension, largest first.
+    mutating func sortDescending(_ a: HLOValue) -> HLOValue {
+        let x = fresh(), y = fresh(), r = fresh()
+        let out = HLOValue(name: fresh(), shape: a.shape, element: a.element)
+        let scalar = "tensor<\(a.element)>"
+        body.append("    \(out.name) = \"stablehlo.sort\"(\(a.name)) ({")
+        body.append("    ^bb0(\(x): \(scalar), \(y): \(scalar)):")
+        body.append("      \(r) = \"stablehlo.compare\"(\(x), \(y)) {comparison_direction = #stablehlo<comparison_direction GT>} : (\(scalar), \(scalar)) -> tensor<i1>")
+        body.append("      \"stablehlo.return\"(\(r)) : (tensor<i1>) -> ()")
+        body.append("    }) {dimension = \(a.shape.count - 1) : i64, is_stable = false} : (\(a.type)) -> \(out.type)")
+        return out
+    }
+
     /// Rows of `table` [n, d] at `ids` [t] → [t, d].
     mutating func gatherRows(_ table: HLOValue, _ ids: HLOValue) -> HLOValue {
         let index = reshape(ids, [ids.shape[0], 1])
