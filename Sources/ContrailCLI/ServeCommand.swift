@@ -30,6 +30,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Backend: cpu, or pjrt (a PJRT plugin: libtpu on TPU, the CUDA plugin on NVIDIA GPUs, the XLA CPU plugin).") var backend = "cpu"
     @Option(name: .customLong("pjrt-plugin"), help: "PJRT plugin library for --backend pjrt (default: libtpu.so from the library path).") var pjrtPlugin = "libtpu.so"
     @Option(name: .customLong("pjrt-cpu-devices"), help: .hidden) var pjrtCPUDevices: Int?
+    @Option(name: .customLong("pjrt-weights"), help: "Weight storage on the PJRT device: bf16, f32, or int8 (per-row scales; also --quantize_weights=True).")
+    var pjrtWeights = "bf16"
     @Option(name: .long, help: "Compute threads for the CPU backend (default: one per core).") var threads: Int?
     @Option(name: .customLong("quantize_weights"), help: .hidden) var quantizeWeights: String?
     @Option(name: .customLong("quantize_kv_cache"), help: .hidden) var quantizeKVCache: String?
@@ -83,6 +85,7 @@ struct ServeCommand: ParsableCommand {
         if let n = ioThreads, n < 1 { throw ValidationError("--io-threads must be at least 1") }
         if let n = threads, n < 1 { throw ValidationError("--threads must be at least 1") }
         if backend != "cpu" && backend != "pjrt" { throw ValidationError("--backend must be cpu or pjrt, got \(backend)") }
+        if !["bf16", "f32", "int8"].contains(pjrtWeights) { throw ValidationError("--pjrt-weights must be bf16, f32 or int8, got \(pjrtWeights)") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if maxCacheLength < 2 { throw ValidationError("--max-cache-length must be at least 2") }
         if let p = maxPrefillLength, p < 1 || p >= maxCacheLength {
@@ -214,7 +217,10 @@ struct ServeCommand: ParsableCommand {
             let plugin = try PJRTPlugin.load(pjrtPlugin)
             let client = try PJRTClient(plugin: plugin, cpuDeviceCount: pjrtCPUDevices)
             log("PJRT plugin \(pjrtPlugin) (API \(plugin.apiVersion.major).\(plugin.apiVersion.minor)): \(client.platform), \(client.deviceCount) device(s)")
-            engine = try PJRTEngine(checkpoint, client: client, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit)
+            let storage = quantizeWeights.flatMap(Self.flagValue) == true ? "int8" : pjrtWeights
+            engine = try PJRTEngine(checkpoint, client: client, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
+                                    weights: storage)
+            log("weights on the device: \(storage)")
         } else {
             engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
                                    threads: threads ?? ServerConfig.cores)

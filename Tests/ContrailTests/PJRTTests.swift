@@ -163,3 +163,23 @@ extension PJRTParityTests {
         #expect(together.joined().allSatisfy { $0 >= 0 && Int($0) < checkpoint.config.vocabSize })
     }
 }
+
+extension PJRTParityTests {
+    /// Narrower weight storage on the device: the same greedy token, logits within what the rounding of
+    /// the weights explains (bf16: 8 mantissa bits; int8: 127 steps per row).
+    @Test(arguments: [("bf16", Float(0.25)), ("int8", Float(1.0))])
+    func narrowWeightsStayClose(_ storage: String, _ tolerance: Float) throws {
+        let path = ModelLocation.fixtures + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+        let checkpoint = try Checkpoint.open(path)
+        let prompt = try Tokenizer.load(path: path).encode("The capital of France is")
+        let cpu = try CPUEngine(checkpoint, slots: 1, maxCacheLength: 64).prefill(prompt, sampling: .greedy)
+        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
+        let (logits, _, _) = try PJRTModel(checkpoint, client: client, weights: storage).prefill(prompt)
+        var worst: Float = 0
+        for i in logits.indices { worst = max(worst, abs(logits[i] - cpu.firstLogits[i])) }
+        print("PJRT \(storage) weights: max |Δlogit| \(worst)")
+        #expect(worst < tolerance, "\(storage): max |Δlogit| \(worst)")
+        #expect(logits.indices.max { logits[$0] < logits[$1] } == Int(cpu.firstToken))
+        #expect(throws: PJRTError.self) { try PJRTModel(checkpoint, client: client, weights: "fp4") }
+    }
+}

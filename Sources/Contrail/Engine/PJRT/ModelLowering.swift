@@ -6,15 +6,25 @@ import Glibc
 /// the same arithmetic as the CPU engine's forward pass, for every family (Llama, SmolLM2, Gemma 1/2/3),
 /// written as whole-sequence tensor programs. Weights are program arguments, in `weightOrder`.
 struct ModelLowering {
+    /// How weight matrices live on the device (norm vectors are always f32). The program widens them to
+    /// f32 where they are used, which XLA fuses into the products.
+    enum WeightStorage: String, Sendable {
+        case f32, bf16
+        /// int8 with one f32 scale per output row (jetstream-pytorch's `--quantize_weights`).
+        case int8
+    }
+
     let config: ModelConfig
+    let storage: WeightStorage
     let ropeLayout: RopeLayout
     let hasQKNorm: Bool
     let hasPostNorms: Bool
     /// The output projection is the embedding table (one argument serves both).
     let tiedOutput: Bool
 
-    init(_ weights: ModelWeights) {
+    init(_ weights: ModelWeights, storage: WeightStorage = .f32) {
         config = weights.config
+        self.storage = storage
         ropeLayout = weights.ropeLayout
         hasQKNorm = weights.layers.first?.qNorm != nil
         hasPostNorms = weights.layers.first?.postAttnNorm != nil
@@ -24,45 +34,74 @@ struct ModelLowering {
     /// Per-layer weight arguments, in order.
     var layerArguments: Int { 9 + (hasQKNorm ? 2 : 0) + (hasPostNorms ? 2 : 0) }
 
-    /// Declares the weight arguments (shapes from the config) and returns them by role.
+    /// Declares the weight arguments (shapes from the config) and returns them by role, as f32 values.
     func declareWeights(_ w: inout StableHLOWriter) -> (embedding: HLOValue, layers: [[HLOValue]], outputNorm: HLOValue, output: HLOValue) {
         let c = config
-        let embedding = w.argument([c.vocabSize, c.dim])
+        let store = storage
+        func matrix(_ rows: Int, _ columns: Int) -> HLOValue {
+            switch store {
+            case .f32: return w.argument([rows, columns])
+            case .bf16: return w.convert(w.argument([rows, columns], "bf16"), to: "f32")
+            case .int8:
+                let q = w.convert(w.argument([rows, columns], "i8"), to: "f32")
+                return w.mul(q, w.broadcast(w.argument([rows]), to: [rows, columns], dims: [0]))
+            }
+        }
+        let embedding = matrix(c.vocabSize, c.dim)
         var layers: [[HLOValue]] = []
         for _ in 0..<c.layerCount {
-            var l = [w.argument([c.dim]), w.argument([c.qDim, c.dim]), w.argument([c.kvDim, c.dim]), w.argument([c.kvDim, c.dim]),
-                     w.argument([c.dim, c.qDim]), w.argument([c.dim]), w.argument([c.ffnDim, c.dim]), w.argument([c.ffnDim, c.dim]),
-                     w.argument([c.dim, c.ffnDim])]
+            var l = [w.argument([c.dim]), matrix(c.qDim, c.dim), matrix(c.kvDim, c.dim), matrix(c.kvDim, c.dim),
+                     matrix(c.dim, c.qDim), w.argument([c.dim]), matrix(c.ffnDim, c.dim), matrix(c.ffnDim, c.dim),
+                     matrix(c.dim, c.ffnDim)]
             if hasQKNorm { l += [w.argument([c.headDim]), w.argument([c.headDim])] }
             if hasPostNorms { l += [w.argument([c.dim]), w.argument([c.dim])] }
             layers.append(l)
         }
         let outputNorm = w.argument([c.dim])
-        let output = tiedOutput ? embedding : w.argument([c.vocabSize, c.dim])
+        let output = tiedOutput ? embedding : matrix(c.vocabSize, c.dim)
         return (embedding, layers, outputNorm, output)
     }
 
-    /// The host-side weight arrays in argument order (f32; int8 rows times their scales; Gemma's norm
-    /// offset applied), each with its shape.
-    static func weightArrays(_ weights: ModelWeights, _ lowering: ModelLowering) -> [([Float], [Int])] {
+    /// One host array to upload: f32, bf16 bits, or int8 values.
+    enum HostArray {
+        case f32([Float]), bf16([UInt16]), i8([Int8])
+    }
+
+    /// The weight arguments' host data in declaration order (int8 GGUF/jetstream rows times their scales
+    /// first; Gemma's norm offset applied), stored as `storage` says.
+    static func weightArrays(_ weights: ModelWeights, _ lowering: ModelLowering) -> [(HostArray, [Int])] {
         let offset: Float = weights.normWeightsNeedOffset ? 1 : 0
-        func norm(_ t: Tensor) -> ([Float], [Int]) { (t.floats().map { $0 + offset }, [t.elementCount]) }
-        func matrix(_ m: WeightMatrix) -> ([Float], [Int]) {
+        func norm(_ t: Tensor) -> [(HostArray, [Int])] { [(.f32(t.floats().map { $0 + offset }), [t.elementCount])] }
+        func matrix(_ m: WeightMatrix) -> [(HostArray, [Int])] {
+            let (rows, columns) = (m.tensor.rows, m.tensor.columns)
             var v = m.tensor.floats()
             if let s = m.scales?.floats() {
-                for r in 0..<m.tensor.rows { for c in 0..<m.tensor.columns { v[r * m.tensor.columns + c] *= s[r] } }
+                for r in 0..<rows { for c in 0..<columns { v[r * columns + c] *= s[r] } }
             }
-            return (v, [m.tensor.rows, m.tensor.columns])
+            switch lowering.storage {
+            case .f32: return [(.f32(v), [rows, columns])]
+            case .bf16: return [(.bf16(v.map(bfloat16)), [rows, columns])]
+            case .int8:
+                var q = [Int8](repeating: 0, count: v.count), scales = [Float](repeating: 0, count: rows)
+                for r in 0..<rows {
+                    var top: Float = 0
+                    for c in 0..<columns { top = max(top, abs(v[r * columns + c])) }
+                    let scale = top > 0 ? top / 127 : 1
+                    scales[r] = scale
+                    for c in 0..<columns { q[r * columns + c] = Int8((v[r * columns + c] / scale).rounded().clamped(-127, 127)) }
+                }
+                return [(.i8(q), [rows, columns]), (.f32(scales), [rows])]
+            }
         }
-        var out = [matrix(weights.tokenEmbedding)]
+        var out = matrix(weights.tokenEmbedding)
         for l in weights.layers {
-            out += [norm(l.attnNorm), matrix(l.wq), matrix(l.wk), matrix(l.wv), matrix(l.wo), norm(l.ffnNorm), matrix(l.gate),
-                    matrix(l.up), matrix(l.down)]
-            if lowering.hasQKNorm, let q = l.qNorm, let k = l.kNorm { out += [norm(q), norm(k)] }
-            if lowering.hasPostNorms, let a = l.postAttnNorm, let f = l.postFfnNorm { out += [norm(a), norm(f)] }
+            out += norm(l.attnNorm) + matrix(l.wq) + matrix(l.wk) + matrix(l.wv) + matrix(l.wo) + norm(l.ffnNorm) + matrix(l.gate)
+                + matrix(l.up) + matrix(l.down)
+            if lowering.hasQKNorm, let q = l.qNorm, let k = l.kNorm { out += norm(q) + norm(k) }
+            if lowering.hasPostNorms, let a = l.postAttnNorm, let f = l.postFfnNorm { out += norm(a) + norm(f) }
         }
-        out.append(norm(weights.outputNorm))
-        if !lowering.tiedOutput { out.append(matrix(weights.output)) }
+        out += norm(weights.outputNorm)
+        if !lowering.tiedOutput { out += matrix(weights.output) }
         return out
     }
 
@@ -358,4 +397,16 @@ struct ModelLowering {
     private func softcap(_ w: inout StableHLOWriter, _ x: HLOValue, _ cap: Float) -> HLOValue {
         w.mul(w.constant(cap, x.shape), w.unary("tanh", w.div(x, w.constant(cap, x.shape))))
     }
+}
+
+/// f32 → bf16 bits, rounding to nearest even (NaN stays NaN).
+func bfloat16(_ x: Float) -> UInt16 {
+    let bits = x.bitPattern
+    if x.isNaN { return UInt16(bits >> 16) | 0x40 }
+    let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+    return UInt16(rounded >> 16)
+}
+
+extension Float {
+    fileprivate func clamped(_ lo: Float, _ hi: Float) -> Float { Swift.min(Swift.max(self, lo), hi) }
 }

@@ -40,9 +40,10 @@ public final class PJRTEngine: Engine {
         }
     }
 
+    /// `weights`: f32, bf16 or int8 (per-row scales) on the device.
     public init(_ checkpoint: Checkpoint, client: PJRTClient, slots: Int = 1, maxCacheLength: Int? = nil,
-                maxPrefillLength: Int? = nil) throws {
-        model = try PJRTModel(checkpoint, client: client)
+                maxPrefillLength: Int? = nil, weights: String = "f32") throws {
+        model = try PJRTModel(checkpoint, client: client, weights: weights)
         config = checkpoint.config
         slotCount = max(1, slots)
         self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)

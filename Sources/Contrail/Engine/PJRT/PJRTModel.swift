@@ -10,12 +10,22 @@ public final class PJRTModel: @unchecked Sendable {
     /// its program text.
     private let programs = Locked<[String: PJRTExecutable]>([:])
 
-    public init(_ checkpoint: Checkpoint, client: PJRTClient) throws {
+    /// `weights`: f32, bf16 (half the device memory) or int8 with per-row scales (a quarter).
+    public init(_ checkpoint: Checkpoint, client: PJRTClient, weights storage: String = "f32") throws {
         let w = try ModelWeights(checkpoint)
         config = checkpoint.config
         self.client = client
-        lowering = ModelLowering(w)
-        weights = try ModelLowering.weightArrays(w, lowering).map { values, shape throws(PJRTError) in try client.upload(values, shape: shape) }
+        guard let kind = ModelLowering.WeightStorage(rawValue: storage) else {
+            throw PJRTError(code: -1, message: "weights must be f32, bf16 or int8, got \(storage)")
+        }
+        lowering = ModelLowering(w, storage: kind)
+        weights = try ModelLowering.weightArrays(w, lowering).map { array, shape throws(PJRTError) in
+            switch array {
+            case .f32(let v): try client.upload(v, shape: shape)
+            case .bf16(let v): try client.upload(v.map(BFloat16Bits.init), shape: shape)
+            case .i8(let v): try client.upload(v, shape: shape)
+            }
+        }
         inverseFrequencies = try lowering.inverseFrequencies(frequencyFactors: w.ropeFrequencyFactors?.floats()).map { f throws(PJRTError) in
             try client.upload(f, shape: [f.count])
         }

@@ -216,3 +216,15 @@ extension Int32: PJRTElement {
 extension UInt32: PJRTElement {
     public static var pjrtType: Int32 { Int32(CONTRAIL_PJRT_U32) }
 }
+
+extension Int8: PJRTElement {
+    public static var pjrtType: Int32 { Int32(CONTRAIL_PJRT_S8) }
+}
+
+/// bf16 values by their bit pattern.
+public struct BFloat16Bits: PJRTElement, Equatable {
+    public var bits: UInt16
+    public init(_ bits: UInt16) { self.bits = bits }
+    public static var pjrtType: Int32 { Int32(CONTRAIL_PJRT_BF16) }
+    public static var zero: BFloat16Bits { BFloat16Bits(0) }
+}
