@@ -218,9 +218,10 @@ struct ServeCommand: ParsableCommand {
             let client = try PJRTClient(plugin: plugin, cpuDeviceCount: pjrtCPUDevices)
             log("PJRT plugin \(pjrtPlugin) (API \(plugin.apiVersion.major).\(plugin.apiVersion.minor)): \(client.platform), \(client.deviceCount) device(s)")
             let storage = quantizeWeights.flatMap(Self.flagValue) == true ? "int8" : pjrtWeights
-            engine = try PJRTEngine(checkpoint, client: client, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
-                                    weights: storage)
-            log("weights on the device: \(storage)")
+            let p = try PJRTEngine(checkpoint, client: client, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
+                                   weights: storage)
+            engine = p
+            log("device memory: weights \(formatBytes(p.model.weightBytes)) (\(storage)), KV caches \(formatBytes(p.cacheBytes)) (f32)")
         } else {
             engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
                                    threads: threads ?? ServerConfig.cores)

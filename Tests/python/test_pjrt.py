@@ -17,7 +17,9 @@ CAPITAL = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def pjrt():
-    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--batch-size", "4", "--max-cache-length", "128"],
+    # f32 weights: the same arithmetic as the CPU backend, so answers compare exactly (bf16 is checked in Swift).
+    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--batch-size", "4",
+                             "--max-cache-length", "128"],
                       test_services=False)
     yield s
     assert s.stop() == 0, s.output()

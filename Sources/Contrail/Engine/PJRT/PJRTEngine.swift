@@ -14,6 +14,8 @@ public final class PJRTEngine: Engine {
     private var keyCache: PJRTBuffer
     private var valueCache: PJRTBuffer
     private var slots: [Slot]
+    /// Bytes of the two KV caches on the device.
+    public let cacheBytes: Int
     /// Decode steps since `resetStepTimes`: whole-step and Execute-only nanoseconds.
     private var stepNanos: UInt64 = 0, executeNanos: UInt64 = 0
 
@@ -49,6 +51,7 @@ public final class PJRTEngine: Engine {
         self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)
         self.maxPrefillLength = min(maxPrefillLength ?? self.maxCacheLength, self.maxCacheLength)
         let n = config.layerCount * slotCount * self.maxCacheLength * config.kvDim
+        cacheBytes = 2 * 4 * n
         let shape = [config.layerCount, slotCount, self.maxCacheLength, config.kvDim]
         keyCache = try client.upload([Float](repeating: 0, count: n), shape: shape)
         valueCache = try client.upload([Float](repeating: 0, count: n), shape: shape)

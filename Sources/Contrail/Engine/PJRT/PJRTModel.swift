@@ -6,6 +6,8 @@ public final class PJRTModel: @unchecked Sendable {
     let lowering: ModelLowering
     let weights: [PJRTBuffer]
     let inverseFrequencies: [PJRTBuffer]
+    /// Bytes of weights uploaded to the device.
+    public let weightBytes: Int
     /// Compiled programs by role and shape ("prefill 64", "generate 16x1024"), so a step never rebuilds
     /// its program text.
     private let programs = Locked<[String: PJRTExecutable]>([:])
@@ -19,7 +21,15 @@ public final class PJRTModel: @unchecked Sendable {
             throw PJRTError(code: -1, message: "weights must be f32, bf16 or int8, got \(storage)")
         }
         lowering = ModelLowering(w, storage: kind)
-        weights = try ModelLowering.weightArrays(w, lowering).map { array, shape throws(PJRTError) in
+        let arrays = ModelLowering.weightArrays(w, lowering)
+        weightBytes = arrays.reduce(0) { total, a in
+            switch a.0 {
+            case .f32(let v): total + 4 * v.count
+            case .bf16(let v): total + 2 * v.count
+            case .i8(let v): total + v.count
+            }
+        }
+        weights = try arrays.map { array, shape throws(PJRTError) in
             switch array {
             case .f32(let v): try client.upload(v, shape: shape)
             case .bf16(let v): try client.upload(v.map(BFloat16Bits.init), shape: shape)
