@@ -22,7 +22,8 @@ enum {
     ERROR_DESTROY = 1, ERROR_MESSAGE = 2, ERROR_GET_CODE = 3, PLUGIN_INITIALIZE = 4, EVENT_DESTROY = 6, EVENT_AWAIT = 9,
     CLIENT_CREATE = 11, CLIENT_DESTROY = 12, CLIENT_PLATFORM_NAME = 13, CLIENT_ADDRESSABLE_DEVICES = 17, CLIENT_COMPILE = 21,
     CLIENT_BUFFER_FROM_HOST = 23, EXECUTABLE_DESTROY = 41, EXECUTABLE_NUM_OUTPUTS = 45, LOADED_EXECUTABLE_DESTROY = 51,
-    LOADED_EXECUTABLE_GET_EXECUTABLE = 52, LOADED_EXECUTABLE_EXECUTE = 56, BUFFER_DESTROY = 59, BUFFER_TO_HOST = 71,
+    LOADED_EXECUTABLE_GET_EXECUTABLE = 52, LOADED_EXECUTABLE_EXECUTE = 56, BUFFER_DESTROY = 59, BUFFER_COPY_TO_DEVICE = 70,
+    BUFFER_TO_HOST = 71,
     LAST_SLOT = 71
 };
 
@@ -61,6 +62,7 @@ struct from_host_args {
     const int64_t *byte_strides; size_t num_byte_strides; int host_buffer_semantics; void *device; void *memory;
     void *device_layout; pjrt_event *done_with_host_buffer; void *buffer; RESERVED;
 };
+struct copy_to_device_args { size_t struct_size; void *extension_start; void *buffer; void *dst_device; void *dst_buffer; RESERVED; };
 struct to_host_args { size_t struct_size; void *extension_start; void *src; void *host_layout; void *dst; size_t dst_size; pjrt_event *event; RESERVED; };
 struct execute_options {
     size_t struct_size; void *extension_start; void **send_callbacks; void **recv_callbacks; size_t num_send_ops;
@@ -276,7 +278,16 @@ int contrail_pjrt_buffer_to_host(contrail_pjrt *p, void *buffer, void *dst, size
 
 void contrail_pjrt_buffer_destroy(contrail_pjrt *p, void *buffer) { destroy(p, BUFFER_DESTROY, buffer); }
 
-int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *const *args, size_t num_args, void **outputs,
+int contrail_pjrt_buffer_copy_to_device(contrail_pjrt *p, void *buffer, void *device, void **copy, char *msg, size_t cap) {
+    ARGS(struct copy_to_device_args, a);
+    a.buffer = buffer;
+    a.dst_device = device;
+    int rc = call(p, BUFFER_COPY_TO_DEVICE, &a, msg, cap);
+    *copy = a.dst_buffer;
+    return rc;
+}
+
+int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *device, void *const *args, size_t num_args, void **outputs,
                           size_t num_outputs, char *msg, size_t cap) {
     ARGS(struct execute_options, options);
     void *const *argument_lists[1] = {args};
@@ -291,6 +302,7 @@ int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *const *args,
     a.num_args = num_args;
     a.output_lists = output_lists;
     a.device_complete_events = complete;
+    a.execute_device = device;
     int rc = call(p, LOADED_EXECUTABLE_EXECUTE, &a, msg, cap);
     if (rc != 0) return rc;
     return await_event(p, complete[0], msg, cap);

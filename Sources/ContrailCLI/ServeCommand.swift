@@ -30,6 +30,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Backend: cpu, or pjrt (a PJRT plugin: libtpu on TPU, the CUDA plugin on NVIDIA GPUs, the XLA CPU plugin).") var backend = "cpu"
     @Option(name: .customLong("pjrt-plugin"), help: "PJRT plugin library for --backend pjrt (default: libtpu.so from the library path).") var pjrtPlugin = "libtpu.so"
     @Option(name: .customLong("pjrt-cpu-devices"), help: .hidden) var pjrtCPUDevices: Int?
+    @Flag(name: .customLong("pjrt-disaggregate"), help: "Prefill on PJRT device 0 and decode on device 1 (JetStream's disaggregated serving).")
+    var pjrtDisaggregate = false
     @Option(name: .customLong("pjrt-weights"), help: "Weight storage on the PJRT device: bf16, f32, or int8 (per-row scales; also --quantize_weights=True).")
     var pjrtWeights = "bf16"
     @Option(name: .long, help: "Compute threads for the CPU backend (default: one per core).") var threads: Int?
@@ -218,8 +220,12 @@ struct ServeCommand: ParsableCommand {
             let client = try PJRTClient(plugin: plugin, cpuDeviceCount: pjrtCPUDevices)
             log("PJRT plugin \(pjrtPlugin) (API \(plugin.apiVersion.major).\(plugin.apiVersion.minor)): \(client.platform), \(client.deviceCount) device(s)")
             let storage = quantizeWeights.flatMap(Self.flagValue) == true ? "int8" : pjrtWeights
+            guard !pjrtDisaggregate || client.deviceCount >= 2 else {
+                throw ServeError("--pjrt-disaggregate needs two devices; the \(client.platform) client has \(client.deviceCount)")
+            }
             let p = try PJRTEngine(checkpoint, client: client, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
-                                   weights: storage)
+                                   weights: storage, prefillDevice: 0, generateDevice: pjrtDisaggregate ? 1 : 0)
+            if pjrtDisaggregate { log("disaggregated: prefill on device 0, decode on device 1") }
             engine = p
             log("device memory: weights \(formatBytes(p.model.weightBytes)) (\(storage)), KV caches \(formatBytes(p.cacheBytes)) (f32)")
         } else {

@@ -183,3 +183,30 @@ extension PJRTParityTests {
         #expect(throws: PJRTError.self) { try PJRTModel(checkpoint, client: client, weights: "fp4") }
     }
 }
+
+extension PJRTParityTests {
+    /// Disaggregated serving on two CPU devices: prefill on device 0, decode on device 1, the prefix moved
+    /// by `transfer` — the same tokens as one device doing both.
+    @Test func disaggregatedEqualsInterleaved() throws {
+        let path = ModelLocation.fixtures + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+        let checkpoint = try Checkpoint.open(path)
+        let tokenizer = try Tokenizer.load(path: path)
+        let prompts = ["The capital of France is", "One, two, three, four,"].map { tokenizer.encode($0) }
+        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 2)
+        var outputs: [[[Int32]]] = []
+        for (prefillDevice, generateDevice) in [(0, 0), (0, 1)] {
+            let engine = try PJRTEngine(checkpoint, client: client, slots: 2, maxCacheLength: 40, prefillDevice: prefillDevice,
+                                        generateDevice: generateDevice)
+            var tokens: [[Int32]] = [[], []]
+            for (i, p) in prompts.enumerated() {
+                let prefix = try engine.prefill(p + [Int32](repeating: 0, count: 16 - p.count), trueLength: p.count, sampling: .greedy)
+                try engine.insert(try engine.transfer(prefix), slot: i)
+                tokens[i].append(prefix.firstToken)
+            }
+            for _ in 0..<8 { for t in try engine.generate() { tokens[t.slot].append(t.token) } }
+            outputs.append(tokens)
+        }
+        #expect(outputs[0] == outputs[1])
+        #expect(throws: PJRTError.self) { try PJRTEngine(checkpoint, client: client, slots: 1, generateDevice: 5) }
+    }
+}

@@ -76,3 +76,27 @@ def test_bad_plugin_is_a_clear_startup_error(tmp_path):
         s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", path], wait_ready=False, test_services=False)
         assert s.proc.wait(timeout=60) == 1
         assert message in s.output(), s.output()
+
+
+def test_disaggregated_serving_on_two_devices(pjrt, stubs):
+    """--pjrt-disaggregate: prefill on device 0, decode on device 1 (the transfer thread moves each
+    prefix); the answers equal the single-device server's."""
+    pb, pbg = stubs["js"], stubs["js_grpc"]
+    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--pjrt-cpu-devices", "2",
+                             "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"], test_services=False)
+    try:
+        assert "prefill on device 0, decode on device 1" in s.output()
+        assert post(s, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
+
+        def decode(port):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                req = pb.DecodeRequest(text_content=pb.DecodeRequest.TextContent(text="Count: one, two,"), max_tokens=8)
+                return [i for r in pbg.OrchestratorStub(ch).Decode(req, timeout=120) for i in r.stream_content.samples[0].token_ids]
+
+        assert decode(s.grpc_port) == decode(pjrt.grpc_port)
+    finally:
+        assert s.stop() == 0, s.output()
+    # One device is not enough to disaggregate.
+    one = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-cpu-devices", "1", "--pjrt-disaggregate"],
+                        wait_ready=False, test_services=False)
+    assert one.proc.wait(timeout=60) == 1 and "needs two devices" in one.output()

@@ -45,10 +45,13 @@ int contrail_pjrt_buffer_size(contrail_pjrt *p, void *buffer, size_t *size, char
 /// Copies a device buffer to host memory of `size` bytes and waits for it.
 int contrail_pjrt_buffer_to_host(contrail_pjrt *p, void *buffer, void *dst, size_t size, char *msg, size_t cap);
 void contrail_pjrt_buffer_destroy(contrail_pjrt *p, void *buffer);
+/// A copy of `buffer` on another device of the same client (prefill → generate devices).
+int contrail_pjrt_buffer_copy_to_device(contrail_pjrt *p, void *buffer, void *device, void **copy, char *msg, size_t cap);
 
-/// Runs `executable` on its one device with `num_args` argument buffers; writes `num_outputs` new
-/// buffers to `outputs` and waits for the device to finish.
-int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *const *args, size_t num_args, void **outputs,
+/// Runs `executable` on one device — `device` for a portable executable, else the one it was compiled
+/// for (NULL) — with `num_args` argument buffers; writes `num_outputs` new buffers to `outputs` and
+/// waits for the device to finish.
+int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *device, void *const *args, size_t num_args, void **outputs,
                           size_t num_outputs, char *msg, size_t cap);
 
 #ifdef __cplusplus

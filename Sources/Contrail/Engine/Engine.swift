@@ -16,6 +16,9 @@ public protocol Engine: AnyObject {
     /// Runs the first `trueLength` tokens of `tokens` (the rest is padding up to a length bucket) and
     /// samples the first generated token.
     func prefill(_ tokens: [Int32], trueLength: Int, sampling: SamplingParams) throws -> Prefix
+    /// Moves a prefix to where decoding runs (called on the transfer thread; disaggregated backends copy
+    /// it between devices here, others return it as is).
+    func transfer(_ prefix: Prefix) throws -> Prefix
     /// Places a prefix into a free slot; generation continues from its first token.
     func insert(_ prefix: Prefix, slot: Int) throws
     /// One decode step over every live slot: the next token of each.
@@ -24,6 +27,8 @@ public protocol Engine: AnyObject {
 }
 
 extension Engine {
+    public func transfer(_ prefix: Prefix) throws -> Prefix { prefix }
+
     /// A prompt without padding.
     public func prefill(_ tokens: [Int32], sampling: SamplingParams) throws -> Prefix {
         try prefill(tokens, trueLength: tokens.count, sampling: sampling)

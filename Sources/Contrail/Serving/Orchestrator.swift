@@ -314,6 +314,9 @@ public final class Orchestrator: @unchecked Sendable {
     /// KV cache would be copied between them.
     private func transferLoop() {
         while let r = transferQueue.pop() {
+            // Disaggregated backends move the prefix to the decode device here, off the generate thread.
+            // Should it fail, insert retries the move and fails the request with the error.
+            if let p = r.prefix { r.prefix = (try? engine.transfer(p)) ?? p }
             guard generateBacklog.push(r) else {
                 detokenizeQueue.push(.fail(r, .unavailable("server is shutting down")))
                 continue

@@ -31,21 +31,45 @@ public final class PJRTEngine: Engine {
         var sampler = Sampler(.greedy)
     }
 
-    /// The prefix's keys and values on the device, [layers, padded length, kvDim].
+    /// The prefix's keys and values on a device, [layers, padded length, kvDim].
     final class DevicePrefix {
         let keys: PJRTBuffer, values: PJRTBuffer
         let paddedLength: Int
-        init(keys: PJRTBuffer, values: PJRTBuffer, paddedLength: Int) {
+        let device: Int
+        init(keys: PJRTBuffer, values: PJRTBuffer, paddedLength: Int, device: Int) {
             self.keys = keys
             self.values = values
             self.paddedLength = paddedLength
+            self.device = device
+        }
+
+        /// The same prefix on `target` (device-to-device copies; itself when already there).
+        func moved(to target: Int) throws(PJRTError) -> DevicePrefix {
+            target == device ? self : DevicePrefix(keys: try keys.copy(to: target), values: try values.copy(to: target), paddedLength: paddedLength, device: target)
         }
     }
 
+    /// Disaggregated serving: the transfer thread moves the prefix to the generate device.
+    public func transfer(_ prefix: Prefix) throws -> Prefix {
+        guard let p = prefix.device as? DevicePrefix, p.device != generateDevice else { return prefix }
+        return Prefix(length: prefix.length, firstToken: prefix.firstToken, firstLogits: prefix.firstLogits, sampler: prefix.sampler,
+                      device: try p.moved(to: generateDevice))
+    }
+
+    /// Where prompts are prefilled and where the decode steps run (indices into the client's devices).
+    /// Different devices serve disaggregated, as JetStream does: a prefix moves from one to the other
+    /// in `transfer`, and prefill never waits for a decode step's device.
+    public let prefillDevice: Int, generateDevice: Int
+
     /// `weights`: f32, bf16 or int8 (per-row scales) on the device.
     public init(_ checkpoint: Checkpoint, client: PJRTClient, slots: Int = 1, maxCacheLength: Int? = nil,
-                maxPrefillLength: Int? = nil, weights: String = "f32") throws {
-        model = try PJRTModel(checkpoint, client: client, weights: weights)
+                maxPrefillLength: Int? = nil, weights: String = "f32", prefillDevice: Int = 0, generateDevice: Int = 0) throws {
+        guard prefillDevice < client.deviceCount, generateDevice < client.deviceCount else {
+            throw PJRTError(code: -1, message: "devices \(prefillDevice) and \(generateDevice) asked for, the \(client.platform) client has \(client.deviceCount)")
+        }
+        self.prefillDevice = prefillDevice
+        self.generateDevice = generateDevice
+        model = try PJRTModel(checkpoint, client: client, weights: weights, devices: [prefillDevice, generateDevice])
         config = checkpoint.config
         slotCount = max(1, slots)
         self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)
@@ -53,8 +77,8 @@ public final class PJRTEngine: Engine {
         let n = config.layerCount * slotCount * self.maxCacheLength * config.kvDim
         cacheBytes = 2 * 4 * n
         let shape = [config.layerCount, slotCount, self.maxCacheLength, config.kvDim]
-        keyCache = try client.upload([Float](repeating: 0, count: n), shape: shape)
-        valueCache = try client.upload([Float](repeating: 0, count: n), shape: shape)
+        keyCache = try client.upload([Float](repeating: 0, count: n), shape: shape, device: generateDevice)
+        valueCache = try client.upload([Float](repeating: 0, count: n), shape: shape, device: generateDevice)
         self.slots = Array(repeating: Slot(), count: slotCount)
     }
 
@@ -64,22 +88,24 @@ public final class PJRTEngine: Engine {
             throw EngineError.promptTooLong(trueLength, max: maxPrefillLength)
         }
         for t in tokens.prefix(trueLength) where t < 0 || Int(t) >= config.vocabSize { throw EngineError.tokenOutOfRange(t, vocab: config.vocabSize) }
-        let (logits, keys, values) = try model.prefill(tokens, trueLength: trueLength)
+        let (logits, keys, values) = try model.prefill(tokens, trueLength: trueLength, device: prefillDevice)
         var sampler = Sampler(sampling, prompt: Array(tokens.prefix(trueLength)))
         var copy = logits
         let first = copy.withUnsafeMutableBufferPointer { sampler.sample($0) }
         return Prefix(length: trueLength, firstToken: first, firstLogits: logits, sampler: sampler,
-                      device: DevicePrefix(keys: keys, values: values, paddedLength: tokens.count))
+                      device: DevicePrefix(keys: keys, values: values, paddedLength: tokens.count, device: prefillDevice))
     }
 
     public func insert(_ prefix: Prefix, slot: Int) throws {
         guard slot >= 0 && slot < slotCount else { throw EngineError.badSlot(slot) }
         guard !slots[slot].live else { throw EngineError.slotBusy(slot) }
         guard prefix.length < maxCacheLength else { throw EngineError.cacheFull(slot: slot) }
-        guard let p = prefix.device as? DevicePrefix else { throw EngineError.unsupportedWeights("a prefix from another backend") }
+        guard let stored = prefix.device as? DevicePrefix else { throw EngineError.unsupportedWeights("a prefix from another backend") }
+        let p = try stored.moved(to: generateDevice)  // normally done by `transfer` already
         let (B, S) = (slotCount, maxCacheLength)
         let exe = try model.program("insert \(p.paddedLength)") { $0.insert(length: p.paddedLength, slots: B, cacheLength: S) }
-        let out = try exe.execute([keyCache, valueCache, p.keys, p.values, model.client.upload([Int32(slot)], shape: [])])
+        let out = try exe.execute([keyCache, valueCache, p.keys, p.values, model.client.upload([Int32(slot)], shape: [], device: generateDevice)],
+                                  device: generateDevice)
         keyCache = out[0]
         valueCache = out[1]
         slots[slot] = Slot(live: true, length: prefix.length, lastToken: prefix.firstToken, sampler: prefix.sampler)
@@ -106,16 +132,18 @@ public final class PJRTEngine: Engine {
         let exe = try model.program("generate \(B)x\(S) \(mode)") { $0.generate(slots: B, cacheLength: S, sampling: mode) }
         let tokens = slots.map { $0.live ? $0.lastToken : 0 }
         let positions = slots.map { Int32($0.live ? $0.length : 0) }
-        var arguments = model.weights + model.inverseFrequencies
-            + [keyCache, valueCache, try model.client.upload(tokens, shape: [slotCount]), try model.client.upload(positions, shape: [slotCount])]
+        let d = generateDevice
+        var arguments = try model.weights(on: d)
+            + [keyCache, valueCache, try model.client.upload(tokens, shape: [slotCount], device: d),
+               try model.client.upload(positions, shape: [slotCount], device: d)]
         if mode == .device {
-            arguments += [try model.client.upload(slots.map { $0.live ? $0.sampler.params.temperature : 0 }, shape: [slotCount]),
-                          try model.client.upload(slots.map { Int32(clamping: $0.live ? $0.sampler.params.topK : 0) }, shape: [slotCount]),
+            arguments += [try model.client.upload(slots.map { $0.live ? $0.sampler.params.temperature : 0 }, shape: [slotCount], device: d),
+                          try model.client.upload(slots.map { Int32(clamping: $0.live ? $0.sampler.params.topK : 0) }, shape: [slotCount], device: d),
                           try model.client.upload(slots.map { UInt32(truncatingIfNeeded: $0.sampler.params.seed ^ ($0.sampler.params.seed >> 32)) },
-                                                  shape: [slotCount])]
+                                                  shape: [slotCount], device: d)]
         }
         let executeStart = contrail_now_ns()
-        let out = try exe.execute(arguments)
+        let out = try exe.execute(arguments, device: d)
         executeNanos += contrail_now_ns() - executeStart
         keyCache = out[1]
         valueCache = out[2]

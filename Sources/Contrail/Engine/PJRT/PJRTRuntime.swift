@@ -58,8 +58,9 @@ public final class PJRTClient: @unchecked Sendable {
     let devices: [UnsafeMutableRawPointer]
     /// Weak, so an executable (which keeps its client alive) is freed once its users drop it.
     private let executables = Locked<[String: WeakExecutable]>([:])
-    /// CompileOptionsProto{executable_build_options{num_replicas: 1, num_partitions: 1}}, serialized.
-    static let singleDeviceOptions: [UInt8] = [0x1A, 0x04, 0x20, 0x01, 0x28, 0x01]
+    /// CompileOptionsProto{executable_build_options{num_replicas: 1, num_partitions: 1},
+    /// compile_portable_executable: true}, serialized: one device, chosen at each execution.
+    static let portableOptions: [UInt8] = [0x1A, 0x04, 0x20, 0x01, 0x28, 0x01, 0x20, 0x01]
 
     public var deviceCount: Int { devices.count }
 
@@ -92,12 +93,13 @@ public final class PJRTClient: @unchecked Sendable {
 
     deinit { contrail_pjrt_client_destroy(plugin.raw, raw) }
 
-    /// Compiles StableHLO MLIR text for one device (`@main` must be public); the same text compiles once.
+    /// Compiles StableHLO MLIR text for one device, any of the client's (`@main` must be public); the
+    /// same text compiles once.
     public func compile(_ mlir: String) throws(PJRTError) -> PJRTExecutable {
         if let e = executables.withLock({ $0[mlir]?.value }) { return e }
         var executable: UnsafeMutableRawPointer?
         var text = Array(mlir.utf8)
-        var options = Self.singleDeviceOptions
+        var options = Self.portableOptions
         try pjrtCheck("PJRT_Client_Compile") { m, c in
             text.withUnsafeMutableBufferPointer { t in
                 options.withUnsafeMutableBufferPointer { o in
@@ -159,14 +161,17 @@ public final class PJRTExecutable: @unchecked Sendable {
 
     deinit { contrail_pjrt_executable_destroy(client.plugin.raw, raw) }
 
-    /// Runs with `arguments` and waits; each output is a new device buffer.
-    public func execute(_ arguments: [PJRTBuffer]) throws(PJRTError) -> [PJRTBuffer] {
+    /// Runs on `device` (an index into the client's devices) with `arguments` (on that device) and
+    /// waits; each output is a new buffer there.
+    public func execute(_ arguments: [PJRTBuffer], device: Int = 0) throws(PJRTError) -> [PJRTBuffer] {
+        guard client.devices.indices.contains(device) else { throw PJRTError(code: -1, message: "execute: no device \(device)") }
+        let target = client.devices[device]
         let args: [UnsafeMutableRawPointer?] = arguments.map(\.raw)
         var outputs = [UnsafeMutableRawPointer?](repeating: nil, count: outputCount)
         try pjrtCheck("PJRT_LoadedExecutable_Execute") { m, c in
             args.withUnsafeBufferPointer { a in
                 outputs.withUnsafeMutableBufferPointer { o in
-                    contrail_pjrt_execute(client.plugin.raw, raw, a.baseAddress, a.count, o.baseAddress, o.count, m, c)
+                    contrail_pjrt_execute(client.plugin.raw, raw, target, a.baseAddress, a.count, o.baseAddress, o.count, m, c)
                 }
             }
         }
@@ -186,6 +191,15 @@ public final class PJRTBuffer: @unchecked Sendable {
     }
 
     deinit { contrail_pjrt_buffer_destroy(client.plugin.raw, raw) }
+
+    /// A copy on device `device` of the same client.
+    public func copy(to device: Int) throws(PJRTError) -> PJRTBuffer {
+        guard client.devices.indices.contains(device) else { throw PJRTError(code: -1, message: "copy: no device \(device)") }
+        var copy: UnsafeMutableRawPointer?
+        try pjrtCheck("PJRT_Buffer_CopyToDevice") { contrail_pjrt_buffer_copy_to_device(client.plugin.raw, raw, client.devices[device], &copy, $0, $1) }
+        guard let copy else { throw PJRTError(code: -1, message: "PJRT_Buffer_CopyToDevice returned no buffer") }
+        return PJRTBuffer(client: client, raw: copy)
+    }
 
     /// The buffer's contents on the host.
     public func download<T: PJRTElement>(as _: T.Type = T.self) throws(PJRTError) -> [T] {
