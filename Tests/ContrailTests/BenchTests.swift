@@ -67,8 +67,8 @@ struct BenchTests {
     }
 
     @Test func grpcMessagesReassembled() throws {
-        let a = GRPCBenchClient.frame(GRPCBenchClient.encodeDecodeRequest(ids: [1, 2, 3], maxTokens: 7))
-        let b = GRPCBenchClient.frame(JetStreamAPI.encodeDecodeResponse(text: "hi", ids: [5, 6]))
+        let a = grpcFramed(GRPCBenchClient.encodeDecodeRequest(ids: [1, 2, 3], maxTokens: 7))
+        let b = grpcFramed(JetStreamAPI.encodeDecodeResponse(text: "hi", ids: [5, 6]))
         let stream = a + b
         for cut in 0...stream.count {
             var reader = GRPCMessageReader()

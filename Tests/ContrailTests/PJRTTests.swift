@@ -68,14 +68,25 @@ struct PJRTTests {
 /// The lowered model on the XLA CPU plugin against the CPU engine: the same logits for the same prompt.
 @Suite("PJRT model parity (XLA CPU plugin)", .serialized)
 struct PJRTParityTests {
+    static let smolLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    /// A fixture model and its tokenizer.
+    static func fixture(_ file: String) throws -> (Checkpoint, Tokenizer) {
+        let path = ModelLocation.fixtures + "/" + file
+        return (try Checkpoint.open(path), try Tokenizer.load(path: path))
+    }
+
+    /// A client of the XLA CPU plugin with `devices` devices.
+    static func client(devices: Int) throws -> PJRTClient {
+        try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: devices)
+    }
+
     @Test(arguments: ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"])
     func prefillLogitsMatchTheCPUEngine(_ file: String) throws {
-        let path = ModelLocation.fixtures + "/" + file
-        let checkpoint = try Checkpoint.open(path)
-        let tokenizer = try Tokenizer.load(path: path)
+        let (checkpoint, tokenizer) = try Self.fixture(file)
         let prompt = tokenizer.encode("The capital of France is")
         let cpu = try CPUEngine(checkpoint, slots: 1, maxCacheLength: 64).prefill(prompt, sampling: .greedy)
-        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
+        let client = try Self.client(devices: 1)
         let model = try PJRTModel(checkpoint, client: client)
         let (logits, keys, _) = try model.prefill(prompt + [0, 0, 0], trueLength: prompt.count)  // padded, as buckets are
         #expect(logits.count == checkpoint.config.vocabSize)
@@ -97,11 +108,9 @@ extension PJRTParityTests {
     /// Continuous batching on the device: two prompts in different slots, greedy, give the CPU engine's tokens.
     @Test(arguments: ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"])
     func greedyGenerationMatchesTheCPUEngine(_ file: String) throws {
-        let path = ModelLocation.fixtures + "/" + file
-        let checkpoint = try Checkpoint.open(path)
-        let tokenizer = try Tokenizer.load(path: path)
+        let (checkpoint, tokenizer) = try Self.fixture(file)
         let prompts = ["The capital of France is", "One, two, three, four,"].map { tokenizer.encode($0) }
-        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
+        let client = try Self.client(devices: 1)
         let pjrt = try PJRTEngine(checkpoint, client: client, slots: 3, maxCacheLength: 48)
         // Greedy picks tokens on the device; asking for log-probabilities brings the logits to the host sampler.
         var hostSampled = SamplingParams.greedy
@@ -133,10 +142,9 @@ extension PJRTParityTests {
     /// Temperature and top-k sampling on the device: a seed reproduces a request's tokens whatever shares
     /// the batch; another seed changes them; top-k 1 is greedy.
     @Test func deviceSamplingIsSeededAndBatchIndependent() throws {
-        let path = ModelLocation.fixtures + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-        let checkpoint = try Checkpoint.open(path)
-        let prompt = try Tokenizer.load(path: path).encode("Once upon a time")
-        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
+        let (checkpoint, tokenizer) = try Self.fixture(Self.smolLM2)
+        let prompt = tokenizer.encode("Once upon a time")
+        let client = try Self.client(devices: 1)
         let engine = try PJRTEngine(checkpoint, client: client, slots: 3, maxCacheLength: 48)
         func params(seed: UInt64, temperature: Float = 0.9, topK: Int = 40) -> SamplingParams {
             var p = SamplingParams.greedy
@@ -169,11 +177,10 @@ extension PJRTParityTests {
     /// the weights explains (bf16: 8 mantissa bits; int8: 127 steps per row).
     @Test(arguments: [("bf16", Float(0.25)), ("int8", Float(1.0))])
     func narrowWeightsStayClose(_ storage: String, _ tolerance: Float) throws {
-        let path = ModelLocation.fixtures + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-        let checkpoint = try Checkpoint.open(path)
-        let prompt = try Tokenizer.load(path: path).encode("The capital of France is")
+        let (checkpoint, tokenizer) = try Self.fixture(Self.smolLM2)
+        let prompt = tokenizer.encode("The capital of France is")
         let cpu = try CPUEngine(checkpoint, slots: 1, maxCacheLength: 64).prefill(prompt, sampling: .greedy)
-        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 1)
+        let client = try Self.client(devices: 1)
         let (logits, _, _) = try PJRTModel(checkpoint, client: client, weights: storage).prefill(prompt)
         var worst: Float = 0
         for i in logits.indices { worst = max(worst, abs(logits[i] - cpu.firstLogits[i])) }
@@ -188,11 +195,9 @@ extension PJRTParityTests {
     /// Disaggregated serving on two CPU devices: prefill on device 0, decode on device 1, the prefix moved
     /// by `transfer` — the same tokens as one device doing both.
     @Test func disaggregatedEqualsInterleaved() throws {
-        let path = ModelLocation.fixtures + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-        let checkpoint = try Checkpoint.open(path)
-        let tokenizer = try Tokenizer.load(path: path)
+        let (checkpoint, tokenizer) = try Self.fixture(Self.smolLM2)
         let prompts = ["The capital of France is", "One, two, three, four,"].map { tokenizer.encode($0) }
-        let client = try PJRTClient(plugin: try PJRTPlugin.load(PJRTTests.pluginPath), cpuDeviceCount: 2)
+        let client = try Self.client(devices: 2)
         var outputs: [[[Int32]]] = []
         for (prefillDevice, generateDevice) in [(0, 0), (0, 1)] {
             let engine = try PJRTEngine(checkpoint, client: client, slots: 2, maxCacheLength: 40, prefillDevice: prefillDevice,

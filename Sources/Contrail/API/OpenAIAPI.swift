@@ -191,15 +191,14 @@ public enum OpenAIAPI {
                 guard let count = v.int, (1...16).contains(count) else { throw APIError("`n` must be an integer from 1 to 16", param: "n") }
                 n = count
             }
-            if let v = json["stream"], !v.isNull {
-                guard let b = v.bool else { throw APIError("`stream` must be a boolean", param: "stream") }
-                stream = b
+            func flag(_ key: String) throws(APIError) -> Bool? {
+                guard let v = json[key], !v.isNull else { return nil }
+                guard let b = v.bool else { throw APIError("`\(key)` must be a boolean", param: key) }
+                return b
             }
+            if let b = try flag("stream") { stream = b }
             // vLLM's and llama.cpp's extension: generate max_tokens whatever the model says (benchmarks).
-            if let v = json["ignore_eos"], !v.isNull {
-                guard let b = v.bool else { throw APIError("`ignore_eos` must be a boolean", param: "ignore_eos") }
-                ignoreEOS = b
-            }
+            if let b = try flag("ignore_eos") { ignoreEOS = b }
             if let o = json["stream_options"], !o.isNull {
                 guard stream else { throw APIError("`stream_options` is only allowed with `stream: true`", param: "stream_options") }
                 includeUsage = o["include_usage"]?.bool ?? false

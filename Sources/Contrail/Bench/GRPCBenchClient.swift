@@ -28,7 +28,7 @@ final class GRPCBenchClient {
     func run(_ prompt: BenchPrompt, _ result: inout RequestTrace) throws(BenchFailure) {
         guard !prompt.ids.isEmpty else { throw .malformed("gRPC token_content needs token ids (pass a tokenizer)") }
         let socket = try BenchSocket(host: target.host, port: target.port, timeoutMs: target.timeoutMs)
-        request = Self.frame(Self.encodeDecodeRequest(ids: prompt.ids, maxTokens: prompt.outputTokens))
+        request = grpcFramed(Self.encodeDecodeRequest(ids: prompt.ids, maxTokens: prompt.outputTokens))
         try startSession()
         trace.start = contrail_now_ns()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
@@ -161,12 +161,6 @@ final class GRPCBenchClient {
             if let s = content.pointee.samples[i] { count += s.pointee.n_token_ids }
         }
         return count
-    }
-
-    /// The gRPC length-prefixed message framing (uncompressed).
-    static func frame(_ message: [UInt8]) -> [UInt8] {
-        let n = UInt32(message.count)
-        return [0, UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)] + message
     }
 }
 

@@ -32,23 +32,13 @@ struct HTTPBenchClient {
         var lines = LineSplitter()
         var errorBody: [UInt8] = []
         var finished = false
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
-        defer { buffer.deallocate() }
-        while !response.complete {
-            let n = try socket.read(into: buffer)
-            let now = contrail_now_ns()
-            if n == 0 {
-                guard response.endOfStream() else { throw .closed("the server closed the connection mid-response") }
-                break
+        try response.receive(from: socket) { (status: Int, bytes: UnsafeRawBufferPointer, now: UInt64) throws(BenchFailure) in
+            if status != 200 {
+                if errorBody.count < 4096 { errorBody += bytes.prefix(4096 - errorBody.count) }
+                return
             }
-            try response.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) { (status: Int, bytes: UnsafeRawBufferPointer) throws(BenchFailure) in
-                if status != 200 {
-                    if errorBody.count < 4096 { errorBody += bytes.prefix(4096 - errorBody.count) }
-                    return
-                }
-                try lines.feed(bytes) { (line: ArraySlice<UInt8>) throws(BenchFailure) in
-                    if try handleLine(line, at: now, &trace) { finished = true }
-                }
+            try lines.feed(bytes) { (line: ArraySlice<UInt8>) throws(BenchFailure) in
+                if try handleLine(line, at: now, &trace) { finished = true }
             }
         }
         trace.end = contrail_now_ns()
@@ -156,6 +146,25 @@ struct HTTPResponseReader {
             case .chunked:
                 let code = status
                 try feedChunked(bytes, &i) { (b: UnsafeRawBufferPointer) throws(BenchFailure) in try body(code, b) }
+            }
+        }
+    }
+
+    /// Reads `socket` until the response is complete, passing each read's status and body bytes with
+    /// the time the read returned.
+    mutating func receive(from socket: BenchSocket,
+                          _ body: (Int, UnsafeRawBufferPointer, UInt64) throws(BenchFailure) -> Void) throws(BenchFailure) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+        defer { buffer.deallocate() }
+        while !complete {
+            let n = try socket.read(into: buffer)
+            let now = contrail_now_ns()
+            if n == 0 {
+                guard endOfStream() else { throw .closed("the server closed the connection mid-response") }
+                return
+            }
+            try feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) { (status: Int, bytes: UnsafeRawBufferPointer) throws(BenchFailure) in
+                try body(status, bytes, now)
             }
         }
     }

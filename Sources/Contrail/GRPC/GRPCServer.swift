@@ -46,11 +46,7 @@ public final class GRPCCall: @unchecked Sendable {
         }
         guard let start else { return false }
         if start { writer.start(status: 200, headers: ["content-type": "application/grpc"]) }
-        var framed = [UInt8](repeating: 0, count: 5)
-        let n = UInt32(message.count)
-        framed[1] = UInt8(n >> 24); framed[2] = UInt8(n >> 16 & 0xFF); framed[3] = UInt8(n >> 8 & 0xFF); framed[4] = UInt8(n & 0xFF)
-        framed += message
-        return writer.write(framed)
+        return writer.write(grpcFramed(message))
     }
 
     /// Ends the call with `status` (trailers, or a Trailers-Only response when nothing was sent).
@@ -161,4 +157,10 @@ public final class GRPCServer: @unchecked Sendable {
         default: return nil
         }
     }
+}
+
+/// A message in gRPC's length-prefixed framing (uncompressed flag, 4-byte big-endian length).
+func grpcFramed(_ message: [UInt8]) -> [UInt8] {
+    let n = UInt32(message.count)
+    return [0, UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)] + message
 }

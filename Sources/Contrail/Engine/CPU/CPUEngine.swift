@@ -18,6 +18,8 @@ public final class CPUEngine: Engine {
     private var slots: [Slot]
     let pool: ThreadPool
     private let prefillChunk: Int
+    /// Rotary frequencies of global and local layers, computed once.
+    private let ropeFrequencies: [[Double]]
 
     /// One sequence's KV cache: per layer, `capacity` × kvDim keys and values.
     final class KVCache {
@@ -56,7 +58,9 @@ public final class CPUEngine: Engine {
         slotCount = max(1, slots)
         self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)
         self.maxPrefillLength = min(maxPrefillLength ?? self.maxCacheLength, self.maxCacheLength)
-        norms = NormVectors(weights)
+        let norms = NormVectors(weights)
+        self.norms = norms
+        ropeFrequencies = [false, true].map { checkpoint.config.ropeFrequencies(local: $0, frequencyFactors: norms.ropeFactors) }
         // Prefill runs in chunks of up to 64 tokens; decode batches one token per slot.
         prefillChunk = 64
         state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), maxLogits: slotCount,
@@ -168,7 +172,7 @@ public final class CPUEngine: Engine {
                     for h in 0..<c.headCount { CPUKernels.rmsnorm(q + h * hd, qn, q + h * hd, hd, eps: eps) }
                     for h in 0..<c.kvHeadCount { CPUKernels.rmsnorm(k + h * hd, kn, k + h * hd, hd, eps: eps) }
                 }
-                s.ropeTable(for: l, config: c, pos: positions[b], frequencyFactors: norms.ropeFactors)
+                s.ropeTable(for: l, config: c, pos: positions[b], frequencies: ropeFrequencies)
                 CPUKernels.rope(q, heads: c.headCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
                 CPUKernels.rope(k, heads: c.kvHeadCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
                 (caches[b].keys[l] + positions[b] * kvDim).update(from: k, count: kvDim)
@@ -250,29 +254,15 @@ final class RunState {
 
     deinit { for p in all { p.deallocate() } }
 
-    /// cos/sin of `pos` × each rotary frequency of layer `l` (its rope base, scaling and factors).
-    func ropeTable(for l: Int, config c: ModelConfig, pos: Int, frequencyFactors: [Float]?) {
-        let half = c.headDim / 2
-        let theta = c.ropeTheta(layer: l)
+    /// cos/sin of `pos` × each rotary frequency of layer `l` (`frequencies[0]` global, `[1]` local).
+    func ropeTable(for l: Int, config c: ModelConfig, pos: Int, frequencies: [[Double]]) {
+        let local = c.isLocal(layer: l)
         var p = Double(pos)
-        let global = !c.isLocal(layer: l)
-        if case .linear(let factor) = c.ropeScaling, global || c.architecture != .gemma3 { p /= factor }
-        for i in 0..<half {
-            var freq = 1 / pow(theta, Double(2 * i) / Double(c.headDim))
-            if case .llama3(let factor, let low, let high, let original) = c.ropeScaling {
-                let wavelength = 2 * Double.pi / freq
-                let lowWavelength = Double(original) / low, highWavelength = Double(original) / high
-                if wavelength > lowWavelength {
-                    freq /= factor
-                } else if wavelength >= highWavelength {
-                    let smooth = (Double(original) / wavelength - low) / (high - low)
-                    freq = (1 - smooth) * freq / factor + smooth * freq
-                }
-            } else if let f = frequencyFactors {
-                freq /= Double(f[i])
-            }
-            cos[i] = Float(Glibc.cos(p * freq))
-            sin[i] = Float(Glibc.sin(p * freq))
+        if let factor = c.linearRopeFactor(local: local) { p /= factor }
+        let freq = frequencies[local ? 1 : 0]
+        for i in 0..<c.headDim / 2 {
+            cos[i] = Float(Glibc.cos(p * freq[i]))
+            sin[i] = Float(Glibc.sin(p * freq[i]))
         }
     }
 }

@@ -65,6 +65,14 @@ struct ModelLowering {
     /// One host array to upload: f32, bf16 bits, or int8 values.
     enum HostArray {
         case f32([Float]), bf16([UInt16]), i8([Int8])
+
+        var byteCount: Int {
+            switch self {
+            case .f32(let v): 4 * v.count
+            case .bf16(let v): 2 * v.count
+            case .i8(let v): v.count
+            }
+        }
     }
 
     /// The weight arguments' host data in declaration order (int8 GGUF/jetstream rows times their scales
@@ -108,26 +116,8 @@ struct ModelLowering {
     /// Rope inverse frequencies for global (index 0) and local (index 1) layers, with the config's
     /// scaling folded in (linear scaling divides positions, i.e. frequencies, by its factor).
     func inverseFrequencies(frequencyFactors: [Float]?) -> [[Float]] {
-        let c = config
-        return [false, true].map { local in
-            let theta = local ? (c.ropeLocalTheta ?? c.ropeTheta) : c.ropeTheta
-            return (0..<c.headDim / 2).map { i in
-                var freq = 1 / pow(theta, Double(2 * i) / Double(c.headDim))
-                if case .linear(let factor) = c.ropeScaling, !local || c.architecture != .gemma3 { freq /= factor }
-                if case .llama3(let factor, let low, let high, let original) = c.ropeScaling {
-                    let wavelength = 2 * Double.pi / freq
-                    let lowWavelength = Double(original) / low, highWavelength = Double(original) / high
-                    if wavelength > lowWavelength {
-                        freq /= factor
-                    } else if wavelength >= highWavelength {
-                        let smooth = (Double(original) / wavelength - low) / (high - low)
-                        freq = (1 - smooth) * freq / factor + smooth * freq
-                    }
-                } else if let f = frequencyFactors {
-                    freq /= Double(f[i])
-                }
-                return Float(freq)
-            }
+        [false, true].map { local in
+            config.ropeFrequencies(local: local, frequencyFactors: frequencyFactors, dividingByLinearFactor: true).map { Float($0) }
         }
     }
 

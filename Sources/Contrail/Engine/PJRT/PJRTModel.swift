@@ -23,13 +23,7 @@ public final class PJRTModel: @unchecked Sendable {
         }
         lowering = ModelLowering(w, storage: kind)
         let arrays = ModelLowering.weightArrays(w, lowering)
-        weightBytes = arrays.reduce(0) { total, a in
-            switch a.0 {
-            case .f32(let v): total + 4 * v.count
-            case .bf16(let v): total + 2 * v.count
-            case .i8(let v): total + v.count
-            }
-        }
+        weightBytes = arrays.reduce(0) { $0 + $1.0.byteCount }
         let frequencies = lowering.inverseFrequencies(frequencyFactors: w.ropeFrequencyFactors?.floats())
         var perDevice: [Int: [PJRTBuffer]] = [:]
         for d in devices.sorted() {

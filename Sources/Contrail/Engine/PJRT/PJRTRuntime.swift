@@ -12,10 +12,12 @@ public struct PJRTError: Error, CustomStringConvertible, Sendable {
 func pjrtCheck(_ context: String, _ body: (UnsafeMutablePointer<CChar>, Int) -> Int32) throws(PJRTError) {
     var buffer = [CChar](repeating: 0, count: 2048)
     let rc = buffer.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
-    if rc != 0 {
-        let text = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        throw PJRTError(code: rc, message: "\(context): \(text)")
-    }
+    if rc != 0 { throw PJRTError(code: rc, message: "\(context): \(string(terminated: buffer))") }
+}
+
+/// The text of a NUL-terminated C string filled into `buffer`.
+func string(terminated buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// A dlopen'd PJRT plugin (libtpu, the CUDA plugin, the XLA CPU plugin). Loaded once per path per
@@ -39,7 +41,7 @@ public final class PJRTPlugin: @unchecked Sendable {
         var message = [CChar](repeating: 0, count: 2048)
         let raw = message.withUnsafeMutableBufferPointer { contrail_pjrt_open(path, $0.baseAddress, $0.count) }
         guard let raw else {
-            throw PJRTError(code: -1, message: String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw PJRTError(code: -1, message: string(terminated: message))
         }
         let plugin = PJRTPlugin(path: path, raw: raw)
         return loaded.withLock { cache in
@@ -83,7 +85,7 @@ public final class PJRTClient: @unchecked Sendable {
             contrail_pjrt_client_destroy(plugin.raw, client)
             throw error
         }
-        platform = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        platform = string(terminated: name)
         devices = (0..<count).compactMap { devicePointer?[$0] }
         guard !devices.isEmpty else {
             contrail_pjrt_client_destroy(plugin.raw, client)
