@@ -21,7 +21,7 @@ typedef pjrt_error *(*pjrt_fn)(void *args);
 enum {
     ERROR_DESTROY = 1, ERROR_MESSAGE = 2, ERROR_GET_CODE = 3, PLUGIN_INITIALIZE = 4, EVENT_DESTROY = 6, EVENT_AWAIT = 9,
     CLIENT_CREATE = 11, CLIENT_DESTROY = 12, CLIENT_PLATFORM_NAME = 13, CLIENT_ADDRESSABLE_DEVICES = 17, CLIENT_COMPILE = 21,
-    CLIENT_BUFFER_FROM_HOST = 23, EXECUTABLE_DESTROY = 41, EXECUTABLE_NUM_OUTPUTS = 45, LOADED_EXECUTABLE_DESTROY = 51,
+    CLIENT_BUFFER_FROM_HOST = 23, DEVICE_DESCRIPTION_ID = 24, DEVICE_GET_DESCRIPTION = 30, EXECUTABLE_DESTROY = 41, EXECUTABLE_NUM_OUTPUTS = 45, LOADED_EXECUTABLE_DESTROY = 51,
     LOADED_EXECUTABLE_GET_EXECUTABLE = 52, LOADED_EXECUTABLE_EXECUTE = 56, BUFFER_DESTROY = 59, BUFFER_COPY_TO_DEVICE = 70,
     BUFFER_TO_HOST = 71,
     LAST_SLOT = 71
@@ -55,6 +55,8 @@ struct compile_args {
     size_t struct_size; void *extension_start; void *client; const struct program *program; const char *compile_options;
     size_t compile_options_size; void *executable; RESERVED;
 };
+struct device_description_args { size_t struct_size; void *extension_start; void *device; void *description; RESERVED; };
+struct device_id_args { size_t struct_size; void *extension_start; void *description; int id; RESERVED; };
 struct get_executable_args { size_t struct_size; void *extension_start; void *loaded; void *executable; RESERVED; };
 struct num_outputs_args { size_t struct_size; void *extension_start; void *executable; size_t num_outputs; RESERVED; };
 struct from_host_args {
@@ -287,23 +289,47 @@ int contrail_pjrt_buffer_copy_to_device(contrail_pjrt *p, void *buffer, void *de
     return rc;
 }
 
-int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *device, void *const *args, size_t num_args, void **outputs,
-                          size_t num_outputs, char *msg, size_t cap) {
+int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *device, size_t num_devices, void *const *args, size_t num_args,
+                          void **outputs, size_t num_outputs, char *msg, size_t cap) {
+    if (num_devices == 0 || num_devices > 64) return fail(msg, cap, "execute: between 1 and 64 devices");
     ARGS(struct execute_options, options);
-    void *const *argument_lists[1] = {args};
-    void **output_lists[1] = {outputs};
-    pjrt_event *complete[1] = {NULL};
-    for (size_t i = 0; i < num_outputs; i++) outputs[i] = NULL;
+    void *const *argument_lists[64];
+    void **output_lists[64];
+    pjrt_event *complete[64];
+    for (size_t d = 0; d < num_devices; d++) {
+        argument_lists[d] = args + d * num_args;
+        output_lists[d] = outputs + d * num_outputs;
+        complete[d] = NULL;
+    }
+    for (size_t i = 0; i < num_devices * num_outputs; i++) outputs[i] = NULL;
     ARGS(struct execute_args, a);
     a.executable = executable;
     a.options = &options;
     a.argument_lists = argument_lists;
-    a.num_devices = 1;
+    a.num_devices = num_devices;
     a.num_args = num_args;
     a.output_lists = output_lists;
     a.device_complete_events = complete;
     a.execute_device = device;
     int rc = call(p, LOADED_EXECUTABLE_EXECUTE, &a, msg, cap);
     if (rc != 0) return rc;
-    return await_event(p, complete[0], msg, cap);
+    // Every device's event is awaited (and destroyed) even after one fails; the first failure is reported.
+    for (size_t d = 0; d < num_devices; d++) {
+        char other[256];
+        int r = await_event(p, complete[d], rc == 0 ? msg : other, rc == 0 ? cap : sizeof other);
+        if (rc == 0) rc = r;
+    }
+    return rc;
+}
+
+int contrail_pjrt_device_id(contrail_pjrt *p, void *device, int *id, char *msg, size_t cap) {
+    ARGS(struct device_description_args, d);
+    d.device = device;
+    int rc = call(p, DEVICE_GET_DESCRIPTION, &d, msg, cap);
+    if (rc != 0) return rc;
+    ARGS(struct device_id_args, a);
+    a.description = d.description;
+    rc = call(p, DEVICE_DESCRIPTION_ID, &a, msg, cap);
+    *id = a.id;
+    return rc;
 }

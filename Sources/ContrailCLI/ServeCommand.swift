@@ -30,8 +30,10 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Backend: cpu, or pjrt (a PJRT plugin: libtpu on TPU, the CUDA plugin on NVIDIA GPUs, the XLA CPU plugin).") var backend = "cpu"
     @Option(name: .customLong("pjrt-plugin"), help: "PJRT plugin library for --backend pjrt (default: libtpu.so from the library path).") var pjrtPlugin = "libtpu.so"
     @Option(name: .customLong("pjrt-cpu-devices"), help: .hidden) var pjrtCPUDevices: Int?
-    @Flag(name: .customLong("pjrt-disaggregate"), help: "Prefill on PJRT device 0 and decode on device 1 (JetStream's disaggregated serving).")
+    @Flag(name: .customLong("pjrt-disaggregate"), help: "Prefill and decode on different PJRT devices (JetStream's disaggregated serving): prefill on the first group, decode on the next.")
     var pjrtDisaggregate = false
+    @Option(name: .customLong("pjrt-tensor-parallel"), help: "PJRT devices each program is partitioned over (weights and KV heads cut among them; a TPU v5e-8 has 8).")
+    var pjrtTensorParallel = 1
     @Option(name: .customLong("pjrt-weights"), help: "Weight storage on the PJRT device: bf16, f32, or int8 (per-row scales; also --quantize_weights=True).")
     var pjrtWeights = "bf16"
     @Option(name: .long, help: "Compute threads for the CPU backend (default: one per core).") var threads: Int?
@@ -87,6 +89,7 @@ struct ServeCommand: ParsableCommand {
         if let n = ioThreads, n < 1 { throw ValidationError("--io-threads must be at least 1") }
         if let n = threads, n < 1 { throw ValidationError("--threads must be at least 1") }
         if backend != "cpu" && backend != "pjrt" { throw ValidationError("--backend must be cpu or pjrt, got \(backend)") }
+        if pjrtTensorParallel < 1 { throw ValidationError("--pjrt-tensor-parallel must be at least 1") }
         if !["bf16", "f32", "int8"].contains(pjrtWeights) { throw ValidationError("--pjrt-weights must be bf16, f32 or int8, got \(pjrtWeights)") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if maxCacheLength < 2 { throw ValidationError("--max-cache-length must be at least 2") }
@@ -220,14 +223,18 @@ struct ServeCommand: ParsableCommand {
             let client = try PJRTClient(plugin: plugin, cpuDeviceCount: pjrtCPUDevices)
             log("PJRT plugin \(pjrtPlugin) (API \(plugin.apiVersion.major).\(plugin.apiVersion.minor)): \(client.platform), \(client.deviceCount) device(s)")
             let storage = quantizeWeights.flatMap(Self.flagValue) == true ? "int8" : pjrtWeights
-            guard !pjrtDisaggregate || client.deviceCount >= 2 else {
-                throw ServeError("--pjrt-disaggregate needs two devices; the \(client.platform) client has \(client.deviceCount)")
+            let tp = pjrtTensorParallel, needed = (pjrtDisaggregate ? 2 : 1) * tp
+            guard client.deviceCount >= needed else {
+                let asked = [pjrtDisaggregate ? "--pjrt-disaggregate" : nil, tp > 1 ? "--pjrt-tensor-parallel \(tp)" : nil].compactMap { $0 }
+                throw ServeError("\(asked.joined(separator: " with ")) needs \(needed) devices; the \(client.platform) client has \(client.deviceCount)")
             }
+            let prefillDevices = Array(0..<tp), generateDevices = pjrtDisaggregate ? Array(tp..<2 * tp) : prefillDevices
             let p = try PJRTEngine(checkpoint, client: client, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
-                                   weights: storage, prefillDevice: 0, generateDevice: pjrtDisaggregate ? 1 : 0)
-            if pjrtDisaggregate { log("disaggregated: prefill on device 0, decode on device 1") }
+                                   weights: storage, prefillDevices: prefillDevices, generateDevices: generateDevices)
+            if pjrtDisaggregate { log("disaggregated: prefill on devices \(prefillDevices), decode on devices \(generateDevices)") }
+            if tp > 1 { log("tensor-parallel over \(tp) devices per group") }
             engine = p
-            log("device memory: weights \(formatBytes(p.model.weightBytes)) (\(storage)), KV caches \(formatBytes(p.cacheBytes)) (f32)")
+            log("device memory\(tp > 1 ? " per device" : ""): weights \(formatBytes(p.model.weightBytes)) (\(storage)), KV caches \(formatBytes(p.cacheBytes)) (f32)")
         } else {
             engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
                                    threads: threads ?? ServerConfig.cores)

@@ -1,5 +1,9 @@
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import Contrail
 
 /// The PJRT runtime layer on the real XLA CPU plugin (`make fixtures` fetches it from PyPI).
@@ -40,6 +44,74 @@ struct PJRTTests {
             #expect(try out[0].download(as: Float.self) == [11, 22, 33, 44])
             #expect(try out[1].download(as: Float.self) == [-2, -2])
             #expect(try out[2].download(as: Int32.self) == [4, 9, 49])
+        }
+    }
+
+    /// A program partitioned over two devices (SPMD): the rows of `x` cut between them, `w` whole on each;
+    /// the product comes back whole on both, the cut result in halves.
+    @Test func partitionedProgramOnTwoDevices() throws {
+        let client = try PJRTClient(plugin: try PJRTPlugin.load(Self.pluginPath), cpuDeviceCount: 2)
+        var w = StableHLOWriter(partitions: 2)
+        let x = w.argument([4, 3], sharding: .split(0)), m = w.argument([3, 2])
+        let y = w.dot(x, m, contract: ([1], [0])), doubled = w.add(x, x)
+        let text = w.module("tp", returning: [y, doubled], shardings: [.replicated, .split(0)])
+        #expect(text.contains("mhlo.num_partitions = 2") && text.contains("{devices=[2,1]0,1}"))
+        let exe = try client.compile(text, devices: [0, 1])
+        let xs: [Float] = (0..<12).map(Float.init), ms: [Float] = [1, 0, 0, 1, 1, 1]
+        let xParts = DeviceArray([try client.upload(Array(xs[0..<6]), shape: [2, 3], device: 0),
+                                  try client.upload(Array(xs[6..<12]), shape: [2, 3], device: 1)])
+        let out = try exe.execute([xParts, try client.upload(ms, shape: [3, 2], on: [0, 1])], devices: [0, 1])
+        var expected: [Float] = []
+        for r in 0..<4 { expected += [xs[3 * r] + xs[3 * r + 2], xs[3 * r + 1] + xs[3 * r + 2]] }
+        #expect(try out[0].parts.map { try $0.download(as: Float.self) } == [expected, expected])
+        #expect(try out[1].parts[1].download(as: Float.self) == xs[6..<12].map { 2 * $0 })
+        let wrongGroup = #expect(throws: PJRTError.self) { try exe.execute([xParts, xParts], devices: [1, 0]) }
+        #expect(wrongGroup?.message.contains("compiled for devices [0, 1]") == true)
+        #expect(throws: PJRTError.self) { try client.compile(text, devices: [0, 0]) }
+    }
+
+    /// The decode program's sampler alone, on 5000 rows of the same logits with different seeds: every draw
+    /// lies in what the host Sampler's rule keeps (min-p floor, top-k, then top-p over the survivors) and
+    /// each token's frequency is its renormalized probability at the row's temperature, within 5σ.
+    @Test func deviceSamplerFollowsTheHostRule() throws {
+        let logits: [Float] = [1.5, -0.3, 0.7, 2.0, -2.5, 0.2, 1.1, -1.0]
+        let settings: [SamplingParams] = [SamplingParams(temperature: 1), SamplingParams(temperature: 0.7, topK: 3),
+                                          SamplingParams(temperature: 1.3, topP: 0.6), SamplingParams(temperature: 1, topK: 6, topP: 0.9, minP: 0.1),
+                                          SamplingParams(temperature: 0)]
+        let perSetting = 1000, V = logits.count, R = perSetting * settings.count
+        var w = StableHLOWriter()
+        let l = w.argument([R, V]), t = w.argument([R]), k = w.argument([R], "i32"), p = w.argument([R]), m = w.argument([R])
+        let seed = w.argument([R], "ui32"), position = w.argument([R], "i32")
+        let ids = DeviceSampling.sample(&w, l, temperature: t, topK: k, topP: p, minP: m, seed: seed, positions: position)
+        let client = try PJRTClient(plugin: try PJRTPlugin.load(Self.pluginPath), cpuDeviceCount: 1)
+        let rows = (0..<R).map { settings[$0 / perSetting] }
+        let out = try client.compile(w.module("sampler", returning: [ids])).execute([
+            try client.upload(Array((0..<R).map { _ in logits }.joined()), shape: [R, V]), try client.upload(rows.map(\.temperature), shape: [R]),
+            try client.upload(rows.map { Int32($0.topK) }, shape: [R]), try client.upload(rows.map(\.topP), shape: [R]),
+            try client.upload(rows.map(\.minP), shape: [R]), try client.upload((0..<R).map { UInt32($0 * 7 + 1) }, shape: [R]),
+            try client.upload([Int32](repeating: 12, count: R), shape: [R]),
+        ])[0].download(as: Int32.self)
+        for (i, params) in settings.enumerated() {
+            // The host rule, written out: candidates by descending logit above the min-p floor, the first k,
+            // then the shortest prefix holding top-p of their mass.
+            let top = logits.max()!
+            var order = logits.indices.sorted { logits[$0] > logits[$1] }
+            if params.minP > 0 { order = order.filter { logits[$0] >= top + params.temperature * logf(params.minP) } }
+            if params.topK > 0 { order = Array(order.prefix(params.topK)) }
+            var weights = order.map { expf((logits[$0] - top) / max(params.temperature, 1e-9)) }
+            let total = weights.reduce(0, +)
+            var mass: Float = 0, keep = 0
+            while keep < order.count && (keep == 0 || mass < params.topP) { mass += weights[keep] / total; keep += 1 }
+            if params.temperature == 0 { keep = 1 }
+            weights = Array(weights.prefix(keep))
+            let kept = Array(order.prefix(keep)), sum = weights.reduce(0, +)
+            let draws = out[i * perSetting..<(i + 1) * perSetting]
+            for (j, id) in kept.enumerated() {
+                let expected = Double(weights[j] / sum), seen = Double(draws.filter { $0 == Int32(id) }.count) / Double(perSetting)
+                let sigma = (expected * (1 - expected) / Double(perSetting)).squareRoot()
+                #expect(abs(seen - expected) <= 5 * sigma + 1e-9, "setting \(i): token \(id) drawn \(seen), expected \(expected)")
+            }
+            #expect(draws.allSatisfy { kept.contains(Int($0)) }, "setting \(i): drew outside \(kept)")
         }
     }
 
@@ -95,7 +167,7 @@ struct PJRTParityTests {
         // Both are f32 forward passes; summation order differs (XLA's dots vs the CPU kernels).
         #expect(worst < 2e-3, "\(file): max |Δlogit| \(worst)")
         #expect(logits.indices.max { logits[$0] < logits[$1] } == Int(cpu.firstToken))
-        let kv = try keys.download(as: Float.self)
+        let kv = try keys.parts[0].download(as: Float.self)
         #expect(kv.count == checkpoint.config.layerCount * (prompt.count + 3) * checkpoint.config.kvDim)
         // Layer 0's keys equal the CPU engine's cache.
         for i in 0..<prompt.count * checkpoint.config.kvDim { worst = max(worst, abs(kv[i] - cpu.keys[0][i])) }
@@ -139,17 +211,15 @@ extension PJRTParityTests {
 }
 
 extension PJRTParityTests {
-    /// Temperature and top-k sampling on the device: a seed reproduces a request's tokens whatever shares
-    /// the batch; another seed changes them; top-k 1 is greedy.
+    /// Sampling on the device (temperature, top-k, top-p, min-p): a seed reproduces a request's tokens
+    /// whatever shares the batch; another seed changes them; top-k 1 is greedy.
     @Test func deviceSamplingIsSeededAndBatchIndependent() throws {
         let (checkpoint, tokenizer) = try Self.fixture(Self.smolLM2)
         let prompt = tokenizer.encode("Once upon a time")
         let client = try Self.client(devices: 1)
-        let engine = try PJRTEngine(checkpoint, client: client, slots: 3, maxCacheLength: 48)
-        func params(seed: UInt64, temperature: Float = 0.9, topK: Int = 40) -> SamplingParams {
-            var p = SamplingParams.greedy
-            (p.seed, p.temperature, p.topK) = (seed, temperature, topK)
-            return p
+        let engine = try PJRTEngine(checkpoint, client: client, slots: 4, maxCacheLength: 48)
+        func params(seed: UInt64, temperature: Float = 0.9, topK: Int = 40, topP: Float = 1, minP: Float = 0) -> SamplingParams {
+            SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed)
         }
         func run(_ perSlot: [SamplingParams]) throws -> [[Int32]] {
             var out = [[Int32]](repeating: [], count: perSlot.count)
@@ -161,11 +231,13 @@ extension PJRTParityTests {
             for s in perSlot.indices { engine.free(slot: s) }
             return out
         }
-        let together = try run([params(seed: 7), params(seed: 7), params(seed: 8)])
+        let nucleus = params(seed: 11, temperature: 1.2, topK: 0, topP: 0.8, minP: 0.02)
+        let together = try run([params(seed: 7), params(seed: 7), params(seed: 8), nucleus])
         #expect(together[0] == together[1], "the same seed in two slots of one batch")
         #expect(together[0] != together[2], "another seed")
         let alone = try run([params(seed: 7)])
         #expect(alone[0] == together[0], "alone or among others")
+        #expect(try run([.greedy, .greedy, .greedy, nucleus])[3] == together[3], "top-p and min-p on the device, alone or among others")
         let greedy = try run([.greedy, params(seed: 3, temperature: 1, topK: 1)])
         #expect(greedy[0] == greedy[1], "top-k 1 is greedy")
         #expect(together.joined().allSatisfy { $0 >= 0 && Int($0) < checkpoint.config.vocabSize })
@@ -200,8 +272,8 @@ extension PJRTParityTests {
         let client = try Self.client(devices: 2)
         var outputs: [[[Int32]]] = []
         for (prefillDevice, generateDevice) in [(0, 0), (0, 1)] {
-            let engine = try PJRTEngine(checkpoint, client: client, slots: 2, maxCacheLength: 40, prefillDevice: prefillDevice,
-                                        generateDevice: generateDevice)
+            let engine = try PJRTEngine(checkpoint, client: client, slots: 2, maxCacheLength: 40, prefillDevices: [prefillDevice],
+                                        generateDevices: [generateDevice])
             var tokens: [[Int32]] = [[], []]
             for (i, p) in prompts.enumerated() {
                 let prefix = try engine.prefill(p + [Int32](repeating: 0, count: 16 - p.count), trueLength: p.count, sampling: .greedy)
@@ -212,6 +284,84 @@ extension PJRTParityTests {
             outputs.append(tokens)
         }
         #expect(outputs[0] == outputs[1])
-        #expect(throws: PJRTError.self) { try PJRTEngine(checkpoint, client: client, slots: 1, generateDevice: 5) }
+        #expect(throws: PJRTError.self) { try PJRTEngine(checkpoint, client: client, slots: 1, generateDevices: [5]) }
+    }
+}
+
+extension PJRTParityTests {
+    /// Tensor parallelism on 2 and 4 CPU devices: weights cut by heads, FFN columns and vocabulary where
+    /// they divide (SmolLM2: 9 heads and 3 KV heads stay whole, its FFN and vocabulary are cut; Gemma 3:
+    /// 4 query heads are cut, its one KV head is whole), the programs partitioned by XLA's SPMD partitioner.
+    /// Prefill logits agree with the CPU engine as one device's do, and greedy decoding gives its tokens;
+    /// SmolLM2 on two devices also runs disaggregated (prefill on devices 0-1, decode on 2-3).
+    @Test(arguments: [("SmolLM2-135M-Instruct.Q4_1.gguf", 2), ("SmolLM2-135M-Instruct.Q4_1.gguf", 4),
+                      ("gemma-3-270m-q4_k_m.gguf", 2), ("gemma-3-270m-q4_k_m.gguf", 4)])
+    func tensorParallelMatchesTheCPUEngine(_ file: String, _ devices: Int) throws {
+        let (checkpoint, tokenizer) = try Self.fixture(file)
+        let prompts = ["The capital of France is", "One, two, three, four,"].map { tokenizer.encode($0) }
+        func run(_ engine: any Engine) throws -> (tokens: [[Int32]], logits: [Float]) {
+            var tokens: [[Int32]] = [[], []]
+            var logits: [Float] = []
+            for (i, p) in prompts.enumerated() {
+                let padded = p + [Int32](repeating: 0, count: 16 - p.count)
+                let prefix = try engine.prefill(engine.compilesPerShape ? padded : p, trueLength: p.count, sampling: .greedy)
+                if i == 0 { logits = prefix.firstLogits }
+                try engine.insert(try engine.transfer(prefix), slot: 2 * i)
+                tokens[i].append(prefix.firstToken)
+            }
+            for _ in 0..<6 { for t in try engine.generate() { tokens[t.slot / 2].append(t.token) } }
+            return (tokens, logits)
+        }
+        let cpu = try run(try CPUEngine(checkpoint, slots: 3, maxCacheLength: 32))
+        let group = Array(0..<devices)
+        let disaggregated = devices == 2 && file == Self.smolLM2
+        let client = try Self.client(devices: disaggregated ? 4 : devices)
+        let engine = try PJRTEngine(checkpoint, client: client, slots: 3, maxCacheLength: 32, prefillDevices: group,
+                                    generateDevices: disaggregated ? [2, 3] : group)
+        let tp = try run(engine)
+        var worst: Float = 0
+        for i in tp.logits.indices { worst = max(worst, abs(tp.logits[i] - cpu.logits[i])) }
+        print("PJRT tensor-parallel \(file) on \(devices) devices\(disaggregated ? " (disaggregated)" : ""): max |Δlogit| vs CPU \(worst), "
+              + "weights per device \(engine.model.weightBytes) bytes, caches \(engine.cacheBytes)")
+        // Partial sums per device, then an all-reduce: another summation order, as XLA's dots already are.
+        #expect(worst < 2e-3, "\(file) on \(devices) devices: max |Δlogit| \(worst)")
+        #expect(tp.tokens == cpu.tokens, "\(file) on \(devices) devices: \(tp.tokens) vs CPU \(cpu.tokens)")
+        #expect(throws: PJRTError.self) { try PJRTEngine(checkpoint, client: client, prefillDevices: group, generateDevices: [0]) }
+    }
+}
+
+extension PJRTParityTests {
+    /// The random-weight references with 2 KV heads (Llama 3.1 rope scaling and an untied head; Gemma 2
+    /// soft-capping and a 4-token sliding window): on 2 devices every weight and the KV caches are cut
+    /// by head; on 4 the KV heads stay whole while query heads are cut. Decoding runs past the window;
+    /// every step's top-5 log-probabilities (the logits, through the host sampler) match the CPU engine's.
+    @Test(arguments: [("synthetic-llama31", 2), ("synthetic-gemma2", 2), ("synthetic-gemma2", 4)])
+    func tensorParallelCutsKVHeads(_ name: String, _ devices: Int) throws {
+        let checkpoint = try Checkpoint.open(try Fixtures.reference(name))
+        let prompt: [Int32] = [1, 17, 42, 5, 88, 23, 9]
+        var sampling = SamplingParams.greedy
+        sampling.logprobs = 5
+        func run(_ engine: any Engine) throws -> [SlotToken] {
+            let padded = prompt + [Int32](repeating: 0, count: 16 - prompt.count)
+            let prefix = try engine.prefill(engine.compilesPerShape ? padded : prompt, trueLength: prompt.count, sampling: sampling)
+            try engine.insert(prefix, slot: 1)
+            var steps: [SlotToken] = []
+            for _ in 0..<12 { steps += try engine.generate() }
+            return steps
+        }
+        let cpu = try run(try CPUEngine(checkpoint, slots: 2, maxCacheLength: 32))
+        let engine = try PJRTEngine(checkpoint, client: try Self.client(devices: devices), slots: 2, maxCacheLength: 32,
+                                    prefillDevices: Array(0..<devices), generateDevices: Array(0..<devices))
+        #expect((engine.model.lowering.cacheSharding != .replicated) == (devices == 2), "\(name): KV caches cut on 2 devices only")
+        let steps = try run(engine)
+        #expect(steps.map(\.token) == cpu.map(\.token), "\(name) on \(devices) devices")
+        var worst: Float = 0
+        for (a, b) in zip(steps, cpu) {
+            let (x, y) = (a.logprobs?.top ?? [], b.logprobs?.top ?? [])
+            #expect(x.map(\.id) == y.map(\.id) && x.count == 5)
+            for (p, q) in zip(x, y) { worst = max(worst, abs(p.logprob - q.logprob)) }
+        }
+        print("PJRT tensor-parallel \(name) on \(devices) devices: \(steps.map(\.token)), max |Δlogprob| \(worst)")
+        #expect(worst < 1e-4)
     }
 }

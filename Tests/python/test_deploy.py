@@ -209,9 +209,11 @@ def test_tpu_overlay_is_the_gke_tutorial_shape():
     pod = by_kind(objects, "Deployment")["spec"]["template"]
     spec = pod["spec"]
     assert spec["nodeSelector"]["cloud.google.com/gke-tpu-accelerator"] == "tpu-v5-lite-podslice"
-    assert "cloud.google.com/gke-tpu-topology" in spec["nodeSelector"]
+    # The tutorial's v5e-8 slice: a 2x4 topology's 8 chips, all of them one tensor-parallel group.
+    assert spec["nodeSelector"]["cloud.google.com/gke-tpu-topology"] == "2x4"
     (c,) = spec["containers"]
-    assert c["resources"]["limits"]["google.com/tpu"] == c["resources"]["requests"]["google.com/tpu"]
+    assert c["resources"]["limits"]["google.com/tpu"] == c["resources"]["requests"]["google.com/tpu"] == "8"
+    assert "--pjrt-tensor-parallel=8" in c["args"]
     assert "--backend=pjrt" in c["args"] and "--pjrt-plugin=/opt/libtpu/libtpu/libtpu.so" in c["args"]
     for flag in ("--model_name", "--batch_size", "--max_cache_length", "--checkpoint_path", "--tokenizer_path", "--quantize_weights"):
         assert any(a.startswith(flag + "=") for a in c["args"]), flag

@@ -8,7 +8,7 @@ import threading
 import grpc
 import pytest
 
-from conftest import ServerProcess
+from conftest import BIN, ServerProcess
 
 HOME = os.environ.get("CONTRAIL_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "contrail")
 PLUGIN = os.path.join(HOME, "fixtures", "pjrt_c_api_cpu_plugin.so")
@@ -85,7 +85,7 @@ def test_disaggregated_serving_on_two_devices(pjrt, stubs):
     s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--pjrt-cpu-devices", "2",
                              "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"], test_services=False)
     try:
-        assert "prefill on device 0, decode on device 1" in s.output()
+        assert "prefill on devices [0], decode on devices [1]" in s.output()
         assert post(s, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
 
         def decode(port):
@@ -99,4 +99,33 @@ def test_disaggregated_serving_on_two_devices(pjrt, stubs):
     # One device is not enough to disaggregate.
     one = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-cpu-devices", "1", "--pjrt-disaggregate"],
                         wait_ready=False, test_services=False)
-    assert one.proc.wait(timeout=60) == 1 and "needs two devices" in one.output()
+    assert one.proc.wait(timeout=60) == 1 and "--pjrt-disaggregate needs 2 devices; the cpu client has 1" in one.output()
+
+
+def test_tensor_parallel_serving(pjrt, stubs):
+    """--pjrt-tensor-parallel 2 with --pjrt-disaggregate on four CPU devices: every program partitioned over
+    two devices (prefill on 0-1, decode on 2-3, the prefix's parts moved device to device); the answers
+    equal the single-device server's."""
+    pb, pbg = stubs["js"], stubs["js_grpc"]
+    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--pjrt-cpu-devices", "4",
+                             "--pjrt-tensor-parallel", "2", "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"],
+                      test_services=False)
+    try:
+        log = s.output()
+        assert "tensor-parallel over 2 devices per group" in log and "prefill on devices [0, 1], decode on devices [2, 3]" in log
+        assert "device memory per device" in log
+        assert post(s, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
+
+        def decode(port):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                req = pb.DecodeRequest(text_content=pb.DecodeRequest.TextContent(text="Count: one, two,"), max_tokens=8)
+                return [i for r in pbg.OrchestratorStub(ch).Decode(req, timeout=120) for i in r.stream_content.samples[0].token_ids]
+
+        assert decode(s.grpc_port) == decode(pjrt.grpc_port)
+    finally:
+        assert s.stop() == 0, s.output()
+    few = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-cpu-devices", "2", "--pjrt-tensor-parallel", "4"],
+                        wait_ready=False, test_services=False)
+    assert few.proc.wait(timeout=60) == 1 and "--pjrt-tensor-parallel 4 needs 4 devices; the cpu client has 2" in few.output()
+    bad = subprocess.run([BIN, "serve", "--backend", "pjrt", "--pjrt-tensor-parallel", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--pjrt-tensor-parallel must be at least 1" in bad.stderr

@@ -48,11 +48,15 @@ void contrail_pjrt_buffer_destroy(contrail_pjrt *p, void *buffer);
 /// A copy of `buffer` on another device of the same client (prefill → generate devices).
 int contrail_pjrt_buffer_copy_to_device(contrail_pjrt *p, void *buffer, void *device, void **copy, char *msg, size_t cap);
 
-/// Runs `executable` on one device — `device` for a portable executable, else the one it was compiled
-/// for (NULL) — with `num_args` argument buffers; writes `num_outputs` new buffers to `outputs` and
-/// waits for the device to finish.
-int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *device, void *const *args, size_t num_args, void **outputs,
-                          size_t num_outputs, char *msg, size_t cap);
+/// Runs `executable` on `num_devices` devices: one, `device`, for a portable executable (NULL: the one it
+/// was compiled for), or every device of its device assignment (`device` NULL), partition by partition.
+/// `args` holds `num_args` buffers per device, device after device; `outputs` receives `num_outputs` new
+/// buffers per device the same way. Waits for every device to finish.
+int contrail_pjrt_execute(contrail_pjrt *p, void *executable, void *device, size_t num_devices, void *const *args, size_t num_args,
+                          void **outputs, size_t num_outputs, char *msg, size_t cap);
+
+/// The device's id (what a DeviceAssignmentProto names), which need not be its position in the list.
+int contrail_pjrt_device_id(contrail_pjrt *p, void *device, int *id, char *msg, size_t cap);
 
 #ifdef __cplusplus
 }

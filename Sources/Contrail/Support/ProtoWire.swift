@@ -1,5 +1,5 @@
 /// Minimal protobuf wire-format reading and writing, for SentencePiece model files (which we inspect and,
-/// for GGUF vocabularies, synthesize). gRPC messages use protobuf-c instead.
+/// for GGUF vocabularies, synthesize) and PJRT's CompileOptionsProto. gRPC messages use protobuf-c instead.
 struct ProtoWireReader {
     let bytes: UnsafeRawBufferPointer
     var offset = 0

@@ -21,10 +21,13 @@ struct ModelLowering {
     let hasPostNorms: Bool
     /// The output projection is the embedding table (one argument serves both).
     let tiedOutput: Bool
+    /// Devices of the tensor-parallel group the programs are partitioned over (1: not partitioned).
+    let partitions: Int
 
-    init(_ weights: ModelWeights, storage: WeightStorage = .f32) {
+    init(_ weights: ModelWeights, storage: WeightStorage = .f32, partitions: Int = 1) {
         config = weights.config
         self.storage = storage
+        self.partitions = max(1, partitions)
         ropeLayout = weights.ropeLayout
         hasQKNorm = weights.layers.first?.qNorm != nil
         hasPostNorms = weights.layers.first?.postAttnNorm != nil
@@ -34,32 +37,56 @@ struct ModelLowering {
     /// Per-layer weight arguments, in order.
     var layerArguments: Int { 9 + (hasQKNorm ? 2 : 0) + (hasPostNorms ? 2 : 0) }
 
+    /// Cut along dimension `d` when its `units` (heads, FFN columns, vocabulary rows) divide among the
+    /// partitions; otherwise whole on every device (correct either way: the partitioner keeps the
+    /// program's meaning, only memory and collectives differ).
+    func split(_ units: Int, along d: Int) -> Sharding { partitions > 1 && units % partitions == 0 ? .split(d) : .replicated }
+
+    /// Decode caches [layers, slots, cache, kvDim] and prefix keys/values [layers, length, kvDim]: by KV head.
+    var cacheSharding: Sharding { split(config.kvHeadCount, along: 3) }
+    var prefixSharding: Sharding { split(config.kvHeadCount, along: 2) }
+
     /// Declares the weight arguments (shapes from the config) and returns them by role, as f32 values.
+    /// Tensor parallelism follows Megatron: q/k/v and gate/up are cut by output rows (heads, FFN columns),
+    /// o and down by input columns, so each device computes its heads and its part of the FFN and one
+    /// all-reduce per block joins them; the embedding and output projection are cut by vocabulary.
     func declareWeights(_ w: inout StableHLOWriter) -> (embedding: HLOValue, layers: [[HLOValue]], outputNorm: HLOValue, output: HLOValue) {
         let c = config
         let store = storage
-        func matrix(_ rows: Int, _ columns: Int) -> HLOValue {
+        func matrix(_ rows: Int, _ columns: Int, _ sharding: Sharding) -> HLOValue {
             switch store {
-            case .f32: return w.argument([rows, columns])
-            case .bf16: return w.convert(w.argument([rows, columns], "bf16"), to: "f32")
+            case .f32: return w.argument([rows, columns], sharding: sharding)
+            case .bf16: return w.convert(w.argument([rows, columns], "bf16", sharding: sharding), to: "f32")
             case .int8:
-                let q = w.convert(w.argument([rows, columns], "i8"), to: "f32")
-                return w.mul(q, w.broadcast(w.argument([rows]), to: [rows, columns], dims: [0]))
+                // One scale per output row: cut with the rows, whole when the columns are cut.
+                let q = w.convert(w.argument([rows, columns], "i8", sharding: sharding), to: "f32")
+                let scales = w.argument([rows], sharding: sharding == .split(0) ? .split(0) : .replicated)
+                return w.mul(q, w.broadcast(scales, to: [rows, columns], dims: [0]))
             }
         }
-        let embedding = matrix(c.vocabSize, c.dim)
+        let vocabRows = split(c.vocabSize, along: 0)
+        let embedding = matrix(c.vocabSize, c.dim, vocabRows)
+        let headRows = split(c.headCount, along: 0), kvHeadRows = split(c.kvHeadCount, along: 0), headColumns = split(c.headCount, along: 1)
+        let ffnRows = split(c.ffnDim, along: 0), ffnColumns = split(c.ffnDim, along: 1)
         var layers: [[HLOValue]] = []
         for _ in 0..<c.layerCount {
-            var l = [w.argument([c.dim]), matrix(c.qDim, c.dim), matrix(c.kvDim, c.dim), matrix(c.kvDim, c.dim),
-                     matrix(c.dim, c.qDim), w.argument([c.dim]), matrix(c.ffnDim, c.dim), matrix(c.ffnDim, c.dim),
-                     matrix(c.dim, c.ffnDim)]
+            var l = [w.argument([c.dim]), matrix(c.qDim, c.dim, headRows), matrix(c.kvDim, c.dim, kvHeadRows), matrix(c.kvDim, c.dim, kvHeadRows),
+                     matrix(c.dim, c.qDim, headColumns), w.argument([c.dim]), matrix(c.ffnDim, c.dim, ffnRows), matrix(c.ffnDim, c.dim, ffnRows),
+                     matrix(c.dim, c.ffnDim, ffnColumns)]
             if hasQKNorm { l += [w.argument([c.headDim]), w.argument([c.headDim])] }
             if hasPostNorms { l += [w.argument([c.dim]), w.argument([c.dim])] }
             layers.append(l)
         }
         let outputNorm = w.argument([c.dim])
-        let output = tiedOutput ? embedding : matrix(c.vocabSize, c.dim)
+        let output = tiedOutput ? embedding : matrix(c.vocabSize, c.dim, vocabRows)
         return (embedding, layers, outputNorm, output)
+    }
+
+    /// Each weight argument's sharding, in declaration order (what `weightArrays` must be cut by).
+    var weightShardings: [Sharding] {
+        var w = StableHLOWriter(partitions: partitions)
+        _ = declareWeights(&w)
+        return w.argumentShardings
     }
 
     /// One host array to upload: f32, bf16 bits, or int8 values.
@@ -71,6 +98,29 @@ struct ModelLowering {
             case .f32(let v): 4 * v.count
             case .bf16(let v): 2 * v.count
             case .i8(let v): v.count
+            }
+        }
+
+        /// Device `i`'s part of an array of `shape` cut `n` ways as `sharding` says, and the part's shape.
+        func part(_ i: Int, of n: Int, shape: [Int], _ sharding: Sharding) -> (HostArray, [Int]) {
+            guard case .split(let d) = sharding, n > 1 else { return (self, shape) }
+            let chunk = shape[d] / n
+            let inner = shape[(d + 1)...].reduce(1, *), outer = shape[..<d].reduce(1, *)
+            func cut<T>(_ v: [T]) -> [T] {
+                var out: [T] = []
+                out.reserveCapacity(v.count / n)
+                for o in 0..<outer {
+                    let start = (o * shape[d] + i * chunk) * inner
+                    out.append(contentsOf: v[start..<start + chunk * inner])
+                }
+                return out
+            }
+            var partShape = shape
+            partShape[d] = chunk
+            switch self {
+            case .f32(let v): return (.f32(cut(v)), partShape)
+            case .bf16(let v): return (.bf16(cut(v)), partShape)
+            case .i8(let v): return (.i8(cut(v)), partShape)
             }
         }
     }
@@ -127,7 +177,7 @@ struct ModelLowering {
     /// kvDim] (rope applied to keys; padding positions hold values nothing reads).
     func prefill(length T: Int) -> String {
         let c = config
-        var w = StableHLOWriter()
+        var w = StableHLOWriter(partitions: partitions)
         let weights = declareWeights(&w)
         let invFreq = [w.argument([c.headDim / 2]), w.argument([c.headDim / 2])]
         let tokens = w.argument([T], "i32")
@@ -143,22 +193,23 @@ struct ModelLowering {
         let last = w.dynamicSlice(x, [lastRow, w.index(0)], sizes: [1, c.dim])
         let logits = w.reshape(outputLogits(&w, weights, last), [c.vocabSize])
         let allKeys = w.concatenate(keys, dimension: 0), allValues = w.concatenate(values, dimension: 0)
-        return w.module("prefill_\(T)", returning: [logits, allKeys, allValues])
+        return w.module("prefill_\(T)", returning: [logits, allKeys, allValues], shardings: [.replicated, prefixSharding, prefixSharding])
     }
 
     /// Copies a prefix's keys and values ([layers, length, kvDim]) into slot `slot` (i32 scalar) of the
     /// decode caches [layers, slots, cache, kvDim], which are donated (updated in place).
     func insert(length T: Int, slots B: Int, cacheLength S: Int) -> String {
         let c = config
-        var w = StableHLOWriter()
-        let kcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 0)
-        let vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 1)
-        let keys = w.argument([c.layerCount, T, c.kvDim]), values = w.argument([c.layerCount, T, c.kvDim])
+        var w = StableHLOWriter(partitions: partitions)
+        let kcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 0, sharding: cacheSharding)
+        let vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 1, sharding: cacheSharding)
+        let keys = w.argument([c.layerCount, T, c.kvDim], sharding: prefixSharding)
+        let values = w.argument([c.layerCount, T, c.kvDim], sharding: prefixSharding)
         let slot = w.argument([], "i32")
         let zero = w.index(0)
         let k = w.dynamicUpdateSlice(kcache, w.reshape(keys, [c.layerCount, 1, T, c.kvDim]), [zero, slot, zero, zero])
         let v = w.dynamicUpdateSlice(vcache, w.reshape(values, [c.layerCount, 1, T, c.kvDim]), [zero, slot, zero, zero])
-        return w.module("insert_\(T)", returning: [k, v])
+        return w.module("insert_\(T)", returning: [k, v], shardings: [cacheSharding, cacheSharding])
     }
 
     /// One decode step over all `B` slots: arguments are the weights, the inverse frequencies, the
@@ -167,21 +218,21 @@ struct ModelLowering {
     /// so only ids cross to the host — and the updated caches. Free slots compute values nobody reads.
     ///
     /// `sampling: .device` adds per-slot arguments — temperature (f32 [B]; 0 is greedy), top-k (i32 [B];
-    /// 0 is all) and a seed (ui32 [B]) — and picks each slot's token on the device by the Gumbel-max trick
-    /// over its top-k logits, with noise hashed from (seed, position, token id): reproducible per request
-    /// whatever else is in the batch.
+    /// 0 is all), top-p and min-p (f32 [B]) and a seed (ui32 [B]) — and picks each slot's token on the
+    /// device (`DeviceSampling`): reproducible per request whatever else is in the batch.
     enum StepSampling { case hostLogits, greedy, device }
 
     func generate(slots B: Int, cacheLength S: Int, sampling: StepSampling = .hostLogits) -> String {
         let c = config
-        var w = StableHLOWriter()
+        var w = StableHLOWriter(partitions: partitions)
         let weights = declareWeights(&w)
         let invFreq = [w.argument([c.headDim / 2]), w.argument([c.headDim / 2])]
-        var kcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 1)
-        var vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 2)
+        var kcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 1, sharding: cacheSharding)
+        var vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 2, sharding: cacheSharding)
         let tokens = w.argument([B], "i32")
         let positions = w.argument([B], "i32")
-        let samplingArguments = sampling == .device ? [w.argument([B]), w.argument([B], "i32"), w.argument([B], "ui32")] : []
+        // temperature, top-k, top-p, min-p, seed
+        let samplingArguments = sampling == .device ? [w.argument([B]), w.argument([B], "i32"), w.argument([B]), w.argument([B]), w.argument([B], "ui32")] : []
         let zero = w.index(0)
         let slotPositions = (0..<B).map { b in w.reshape(w.slice(positions, start: [b], limit: [b + 1]), []) }
         let x = forward(&w, weights, invFreq, tokens, positions) { w, l, q, k, v in
@@ -201,43 +252,11 @@ struct ModelLowering {
         switch sampling {
         case .hostLogits: result = logits
         case .greedy: result = w.argmax(logits)
-        case .device: result = sample(&w, logits, temperature: samplingArguments[0], topK: samplingArguments[1], seed: samplingArguments[2],
-                                      positions: positions)
+        case .device:
+            let a = samplingArguments
+            result = DeviceSampling.sample(&w, logits, temperature: a[0], topK: a[1], topP: a[2], minP: a[3], seed: a[4], positions: positions)
         }
-        return w.module("generate_\(B)x\(S)", returning: [result, kcache, vcache])
-    }
-
-    /// Per-slot sampling of [B, V] logits: argmax(logits / T + Gumbel noise) among the top-k logits, or
-    /// plain argmax where T is 0.
-    private func sample(_ w: inout StableHLOWriter, _ logits: HLOValue, temperature: HLOValue, topK: HLOValue, seed: HLOValue,
-                        positions: HLOValue) -> HLOValue {
-        let (B, V) = (logits.shape[0], logits.shape[1])
-        // The k-th largest logit of each row (k = 0 or ≥ V: the smallest, so every token stays).
-        let vocab = w.broadcast(w.index(V), to: [B], dims: [])
-        let k = w.select(w.binary("or", w.compare(topK, w.broadcast(w.index(0), to: [B], dims: []), "LE"), w.compare(topK, vocab, "GT")), vocab, topK)
-        let sorted = w.sortDescending(logits)
-        let kth = w.sub(k, w.broadcast(w.index(1), to: [B], dims: []))
-        let atK = w.compare(w.iota([B, V], dimension: 1), w.broadcast(kth, to: [B, V], dims: [0]), "EQ")
-        let threshold = w.reduce(w.select(atK, sorted, w.constant(-Float.infinity, [B, V])), "maximum", dimensions: [1], initial: -Float.infinity)
-        let allowed = w.compare(logits, w.broadcast(threshold, to: [B, V], dims: [0]), "GE")
-        // Uniform noise in (0, 1) from a 32-bit hash of (seed, position, token id).
-        func u(_ v: UInt32) -> HLOValue { w.broadcast(w.unsigned(v), to: [B, V], dims: []) }
-        let id = w.convert(w.iota([B, V], dimension: 1), to: "ui32")
-        let pos = w.broadcast(w.convert(positions, to: "ui32"), to: [B, V], dims: [0])
-        var h = w.binary("xor", w.broadcast(seed, to: [B, V], dims: [0]), w.mul(id, u(0x9E37_79B9)))
-        h = w.binary("xor", h, w.mul(pos, u(0x85EB_CA6B)))
-        for (shift, factor) in [(UInt32(16), UInt32(0x7FEB_352D)), (15, 0x846C_A68B)] {
-            h = w.mul(w.binary("xor", h, w.binary("shift_right_logical", h, u(shift))), u(factor))
-        }
-        h = w.binary("xor", h, w.binary("shift_right_logical", h, u(16)))
-        let unit = w.add(w.mul(w.convert(w.binary("shift_right_logical", h, u(8)), to: "f32"), w.constant(1.0 / 16_777_216, [B, V])),
-                         w.constant(1.0 / 33_554_432, [B, V]))
-        let gumbel = w.unary("negate", w.unary("log", w.unary("negate", w.unary("log", unit))))
-        let hot = w.compare(temperature, w.constant(0, [B]), "GT")
-        let safeT = w.select(hot, temperature, w.constant(1, [B]))
-        let scored = w.add(w.div(logits, w.broadcast(safeT, to: [B, V], dims: [0])), gumbel)
-        let sampled = w.argmax(w.select(allowed, scored, w.constant(-Float.infinity, [B, V])))
-        return w.select(hot, sampled, w.argmax(logits))
+        return w.module("generate_\(B)x\(S)", returning: [result, kcache, vcache], shardings: [.replicated, cacheSharding, cacheSharding])
     }
 
     /// The layers over `tokens` at `positions` (i32, one per row); `attend(layer, q, k, v)` gives the

@@ -2,8 +2,10 @@ import CShims
 
 /// The PJRT backend behind the Engine protocol: prefill runs a program per padded length, insert
 /// copies the prefix into its slot of the device caches, and a decode step runs one program over all
-/// slots with the caches donated (updated in place, never copied). Logits come back to the host, where
-/// the same `Sampler` as the CPU backend picks each slot's token (penalties, top-k/p, seeds, logprobs).
+/// slots with the caches donated (updated in place, never copied). Greedy and temperature/top-k/top-p/
+/// min-p sampling happen on the device; penalties and log-probabilities bring the logits to the host's
+/// `Sampler`, as on the CPU backend. Each program runs on one device or, tensor-parallel, on a group of
+/// devices holding a part of every weight and of the caches.
 public final class PJRTEngine: Engine {
     public let config: ModelConfig
     public let slotCount: Int
@@ -11,10 +13,10 @@ public final class PJRTEngine: Engine {
     public let maxCacheLength: Int
     public var compilesPerShape: Bool { true }
     public let model: PJRTModel
-    private var keyCache: PJRTBuffer
-    private var valueCache: PJRTBuffer
+    private var keyCache: DeviceArray
+    private var valueCache: DeviceArray
     private var slots: [Slot]
-    /// Bytes of the two KV caches on the device.
+    /// Bytes of the two KV caches on each generate device.
     public let cacheBytes: Int
     /// Decode steps since `resetStepTimes`: whole-step and Execute-only nanoseconds.
     private var stepNanos: UInt64 = 0, executeNanos: UInt64 = 0
@@ -31,54 +33,62 @@ public final class PJRTEngine: Engine {
         var sampler = Sampler(.greedy)
     }
 
-    /// The prefix's keys and values on a device, [layers, padded length, kvDim].
+    /// The prefix's keys and values on a device group, [layers, padded length, kvDim] (cut by KV head
+    /// when tensor-parallel).
     final class DevicePrefix {
-        let keys: PJRTBuffer, values: PJRTBuffer
+        let keys: DeviceArray, values: DeviceArray
         let paddedLength: Int
-        let device: Int
-        init(keys: PJRTBuffer, values: PJRTBuffer, paddedLength: Int, device: Int) {
+        let group: [Int]
+        init(keys: DeviceArray, values: DeviceArray, paddedLength: Int, group: [Int]) {
             self.keys = keys
             self.values = values
             self.paddedLength = paddedLength
-            self.device = device
+            self.group = group
         }
 
-        /// The same prefix on `target` (device-to-device copies; itself when already there).
-        func moved(to target: Int) throws(PJRTError) -> DevicePrefix {
-            target == device ? self : DevicePrefix(keys: try keys.copy(to: target), values: try values.copy(to: target), paddedLength: paddedLength, device: target)
+        /// The same prefix on `target` (each device's part copied to the same position of the other group;
+        /// itself when already there).
+        func moved(to target: [Int]) throws(PJRTError) -> DevicePrefix {
+            guard target != group else { return self }
+            guard target.count == group.count else { throw PJRTError(code: -1, message: "a prefix on \(group) cannot move to \(target)") }
+            func copy(_ a: DeviceArray) throws(PJRTError) -> DeviceArray {
+                DeviceArray(try zip(a.parts, target).map { part, device throws(PJRTError) in try part.copy(to: device) })
+            }
+            return DevicePrefix(keys: try copy(keys), values: try copy(values), paddedLength: paddedLength, group: target)
         }
     }
 
-    /// Disaggregated serving: the transfer thread moves the prefix to the generate device.
+    /// Disaggregated serving: the transfer thread moves the prefix to the generate devices.
     public func transfer(_ prefix: Prefix) throws -> Prefix {
-        guard let p = prefix.device as? DevicePrefix, p.device != generateDevice else { return prefix }
+        guard let p = prefix.device as? DevicePrefix, p.group != generateDevices else { return prefix }
         return Prefix(length: prefix.length, firstToken: prefix.firstToken, firstLogits: prefix.firstLogits, sampler: prefix.sampler,
-                      device: try p.moved(to: generateDevice))
+                      device: try p.moved(to: generateDevices))
     }
 
-    /// Where prompts are prefilled and where the decode steps run (indices into the client's devices).
-    /// Different devices serve disaggregated, as JetStream does: a prefix moves from one to the other
-    /// in `transfer`, and prefill never waits for a decode step's device.
-    public let prefillDevice: Int, generateDevice: Int
+    /// Where prompts are prefilled and where the decode steps run (indices into the client's devices; more
+    /// than one: tensor-parallel over them). Different groups serve disaggregated, as JetStream does: a
+    /// prefix moves from one to the other in `transfer`, and prefill never waits for a decode step.
+    public let prefillDevices: [Int], generateDevices: [Int]
 
-    /// `weights`: f32, bf16 or int8 (per-row scales) on the device.
+    /// `weights`: f32, bf16 or int8 (per-row scales) on the devices. `prefillDevices` and
+    /// `generateDevices` are groups of one size: the tensor-parallel degree.
     public init(_ checkpoint: Checkpoint, client: PJRTClient, slots: Int = 1, maxCacheLength: Int? = nil,
-                maxPrefillLength: Int? = nil, weights: String = "f32", prefillDevice: Int = 0, generateDevice: Int = 0) throws {
-        guard prefillDevice < client.deviceCount, generateDevice < client.deviceCount else {
-            throw PJRTError(code: -1, message: "devices \(prefillDevice) and \(generateDevice) asked for, the \(client.platform) client has \(client.deviceCount)")
+                maxPrefillLength: Int? = nil, weights: String = "f32", prefillDevices: [Int] = [0], generateDevices: [Int] = [0]) throws {
+        guard prefillDevices.count == generateDevices.count else {
+            throw PJRTError(code: -1, message: "prefill devices \(prefillDevices) and generate devices \(generateDevices) must be groups of one size")
         }
-        self.prefillDevice = prefillDevice
-        self.generateDevice = generateDevice
-        model = try PJRTModel(checkpoint, client: client, weights: weights, devices: [prefillDevice, generateDevice])
+        self.prefillDevices = prefillDevices
+        self.generateDevices = generateDevices
+        model = try PJRTModel(checkpoint, client: client, weights: weights, groups: [prefillDevices, generateDevices])
         config = checkpoint.config
         slotCount = max(1, slots)
         self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)
         self.maxPrefillLength = min(maxPrefillLength ?? self.maxCacheLength, self.maxCacheLength)
-        let n = config.layerCount * slotCount * self.maxCacheLength * config.kvDim
-        cacheBytes = 2 * 4 * n
         let shape = [config.layerCount, slotCount, self.maxCacheLength, config.kvDim]
-        keyCache = try client.upload([Float](repeating: 0, count: n), shape: shape, device: generateDevice)
-        valueCache = try client.upload([Float](repeating: 0, count: n), shape: shape, device: generateDevice)
+        let sharding = model.lowering.cacheSharding
+        cacheBytes = 2 * 4 * shape.reduce(1, *) / (sharding == .replicated ? 1 : generateDevices.count)
+        keyCache = try client.zeros(shape, sharding, on: generateDevices)
+        valueCache = try client.zeros(shape, sharding, on: generateDevices)
         self.slots = Array(repeating: Slot(), count: slotCount)
     }
 
@@ -88,12 +98,12 @@ public final class PJRTEngine: Engine {
             throw EngineError.promptTooLong(trueLength, max: maxPrefillLength)
         }
         for t in tokens.prefix(trueLength) where t < 0 || Int(t) >= config.vocabSize { throw EngineError.tokenOutOfRange(t, vocab: config.vocabSize) }
-        let (logits, keys, values) = try model.prefill(tokens, trueLength: trueLength, device: prefillDevice)
+        let (logits, keys, values) = try model.prefill(tokens, trueLength: trueLength, on: prefillDevices)
         var sampler = Sampler(sampling, prompt: Array(tokens.prefix(trueLength)))
         var copy = logits
         let first = copy.withUnsafeMutableBufferPointer { sampler.sample($0) }
         return Prefix(length: trueLength, firstToken: first, firstLogits: logits, sampler: sampler,
-                      device: DevicePrefix(keys: keys, values: values, paddedLength: tokens.count, device: prefillDevice))
+                      device: DevicePrefix(keys: keys, values: values, paddedLength: tokens.count, group: prefillDevices))
     }
 
     public func insert(_ prefix: Prefix, slot: Int) throws {
@@ -101,11 +111,11 @@ public final class PJRTEngine: Engine {
         guard !slots[slot].live else { throw EngineError.slotBusy(slot) }
         guard prefix.length < maxCacheLength else { throw EngineError.cacheFull(slot: slot) }
         guard let stored = prefix.device as? DevicePrefix else { throw EngineError.unsupportedWeights("a prefix from another backend") }
-        let p = try stored.moved(to: generateDevice)  // normally done by `transfer` already
+        let p = try stored.moved(to: generateDevices)  // normally done by `transfer` already
         let (B, S) = (slotCount, maxCacheLength)
-        let exe = try model.program("insert \(p.paddedLength)") { $0.insert(length: p.paddedLength, slots: B, cacheLength: S) }
-        let out = try exe.execute([keyCache, valueCache, p.keys, p.values, model.client.upload([Int32(slot)], shape: [], device: generateDevice)],
-                                  device: generateDevice)
+        let exe = try model.program("insert \(p.paddedLength)", on: generateDevices) { $0.insert(length: p.paddedLength, slots: B, cacheLength: S) }
+        let out = try exe.execute([keyCache, valueCache, p.keys, p.values, model.client.upload([Int32(slot)], shape: [], on: generateDevices)],
+                                  devices: generateDevices)
         keyCache = out[0]
         valueCache = out[1]
         slots[slot] = Slot(live: true, length: prefix.length, lastToken: prefix.firstToken, sampler: prefix.sampler)
@@ -118,38 +128,39 @@ public final class PJRTEngine: Engine {
         guard !live.isEmpty else { return [] }
         for s in live where slots[s].length >= maxCacheLength { throw EngineError.cacheFull(slot: s) }
         let (B, S) = (slotCount, maxCacheLength)
-        // Greedy, temperature and top-k sampling pick each slot's token on the device; only ids come back.
-        // Anything else brings the logits to the host's Sampler.
+        // Sampling happens on the device (only ids come back) unless a slot needs penalties or
+        // log-probabilities, which bring the logits to the host's Sampler.
         let params = live.map { slots[$0].sampler.params }
         let mode: ModelLowering.StepSampling
-        if params.allSatisfy({ $0.temperature == 0 && !$0.hasPenalties && $0.logprobs == nil }) {
-            mode = .greedy
-        } else if params.allSatisfy({ !$0.hasPenalties && $0.logprobs == nil && $0.topP >= 1 && $0.minP <= 0 }) {
-            mode = .device  // temperature and top-k on the device
+        if params.contains(where: { $0.hasPenalties || $0.logprobs != nil }) {
+            mode = .hostLogits
         } else {
-            mode = .hostLogits  // top-p, min-p, penalties, log-probabilities: the host Sampler
+            mode = params.allSatisfy(\.isGreedy) ? .greedy : .device
         }
-        let exe = try model.program("generate \(B)x\(S) \(mode)") { $0.generate(slots: B, cacheLength: S, sampling: mode) }
+        let group = generateDevices
+        let exe = try model.program("generate \(B)x\(S) \(mode)", on: group) { $0.generate(slots: B, cacheLength: S, sampling: mode) }
         let tokens = slots.map { $0.live ? $0.lastToken : 0 }
         let positions = slots.map { Int32($0.live ? $0.length : 0) }
-        let d = generateDevice
-        var arguments = try model.weights(on: d)
-            + [keyCache, valueCache, try model.client.upload(tokens, shape: [slotCount], device: d),
-               try model.client.upload(positions, shape: [slotCount], device: d)]
+        var arguments = try model.weights(on: group)
+            + [keyCache, valueCache, try model.client.upload(tokens, shape: [slotCount], on: group), try model.client.upload(positions, shape: [slotCount], on: group)]
         if mode == .device {
-            arguments += [try model.client.upload(slots.map { $0.live ? $0.sampler.params.temperature : 0 }, shape: [slotCount], device: d),
-                          try model.client.upload(slots.map { Int32(clamping: $0.live ? $0.sampler.params.topK : 0) }, shape: [slotCount], device: d),
-                          try model.client.upload(slots.map { UInt32(truncatingIfNeeded: $0.sampler.params.seed ^ ($0.sampler.params.seed >> 32)) },
-                                                  shape: [slotCount], device: d)]
+            // Free slots sample greedily (temperature 0); nobody reads their tokens.
+            let p = slots.map { $0.live ? $0.sampler.params : .greedy }
+            let c = model.client
+            arguments += [try c.upload(p.map(\.temperature), shape: [slotCount], on: group),
+                          try c.upload(p.map { Int32(clamping: $0.topK) }, shape: [slotCount], on: group),
+                          try c.upload(p.map(\.topP), shape: [slotCount], on: group),
+                          try c.upload(p.map(\.minP), shape: [slotCount], on: group),
+                          try c.upload(p.map { UInt32(truncatingIfNeeded: $0.seed ^ ($0.seed >> 32)) }, shape: [slotCount], on: group)]
         }
         let executeStart = contrail_now_ns()
-        let out = try exe.execute(arguments, device: d)
+        let out = try exe.execute(arguments, devices: group)
         executeNanos += contrail_now_ns() - executeStart
         keyCache = out[1]
         valueCache = out[2]
         var result: [SlotToken] = []
         if mode != .hostLogits {
-            let ids = try out[0].download(as: Int32.self)
+            let ids = try out[0].parts[0].download(as: Int32.self)
             for s in live {
                 slots[s].length += 1
                 slots[s].lastToken = ids[s]
@@ -157,7 +168,7 @@ public final class PJRTEngine: Engine {
             }
             return result
         }
-        var logits = try out[0].download(as: Float.self)
+        var logits = try out[0].parts[0].download(as: Float.self)
         let V = config.vocabSize
         logits.withUnsafeMutableBufferPointer { all in
             for s in live {

@@ -58,11 +58,10 @@ public final class PJRTClient: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer
     public let platform: String
     let devices: [UnsafeMutableRawPointer]
+    /// Each device's id, as device assignments name it.
+    let deviceIDs: [Int]
     /// Weak, so an executable (which keeps its client alive) is freed once its users drop it.
     private let executables = Locked<[String: WeakExecutable]>([:])
-    /// CompileOptionsProto{executable_build_options{num_replicas: 1, num_partitions: 1},
-    /// compile_portable_executable: true}, serialized: one device, chosen at each execution.
-    static let portableOptions: [UInt8] = [0x1A, 0x04, 0x20, 0x01, 0x28, 0x01, 0x20, 0x01]
 
     public var deviceCount: Int { devices.count }
 
@@ -76,17 +75,24 @@ public final class PJRTClient: @unchecked Sendable {
         var name = [CChar](repeating: 0, count: 64)
         var devicePointer: UnsafePointer<UnsafeMutableRawPointer?>?
         var count = 0
+        var ids: [Int] = []
         do throws(PJRTError) {
             try pjrtCheck("PJRT_Client_PlatformName") { m, c in
                 name.withUnsafeMutableBufferPointer { contrail_pjrt_platform_name(plugin.raw, client, $0.baseAddress, $0.count, m, c) }
             }
             try pjrtCheck("PJRT_Client_AddressableDevices") { contrail_pjrt_devices(plugin.raw, client, &devicePointer, &count, $0, $1) }
+            for i in 0..<count {
+                var id: Int32 = 0
+                try pjrtCheck("PJRT_DeviceDescription_Id") { contrail_pjrt_device_id(plugin.raw, devicePointer?[i], &id, $0, $1) }
+                ids.append(Int(id))
+            }
         } catch {
             contrail_pjrt_client_destroy(plugin.raw, client)
             throw error
         }
         platform = string(terminated: name)
         devices = (0..<count).compactMap { devicePointer?[$0] }
+        deviceIDs = ids
         guard !devices.isEmpty else {
             contrail_pjrt_client_destroy(plugin.raw, client)
             throw PJRTError(code: -1, message: "the \(platform) PJRT client has no addressable devices")
@@ -95,13 +101,42 @@ public final class PJRTClient: @unchecked Sendable {
 
     deinit { contrail_pjrt_client_destroy(plugin.raw, raw) }
 
-    /// Compiles StableHLO MLIR text for one device, any of the client's (`@main` must be public); the
-    /// same text compiles once.
-    public func compile(_ mlir: String) throws(PJRTError) -> PJRTExecutable {
-        if let e = executables.withLock({ $0[mlir]?.value }) { return e }
+    /// Serialized CompileOptionsProto. One device: a portable executable (the device is chosen at each
+    /// execution). A group: `num_partitions` = its size, SPMD partitioning, and a device assignment
+    /// placing partition i on `devices[i]`.
+    func compileOptions(devices group: [Int]) -> [UInt8] {
+        var build = ProtoWireWriter()  // ExecutableBuildOptionsProto
+        build.varintField(4, 1)  // num_replicas
+        build.varintField(5, UInt64(group.count))  // num_partitions
+        if group.count > 1 {
+            build.boolField(6, true)  // use_spmd_partitioning
+            var assignment = ProtoWireWriter()  // DeviceAssignmentProto
+            assignment.varintField(1, 1)  // replica_count
+            assignment.varintField(2, UInt64(group.count))  // computation_count
+            for d in group {
+                var computation = ProtoWireWriter()
+                computation.varintField(1, UInt64(deviceIDs[d]))  // replica_device_ids
+                assignment.bytesField(3, computation.bytes)
+            }
+            build.bytesField(9, assignment.bytes)  // device_assignment
+        }
+        var options = ProtoWireWriter()  // CompileOptionsProto
+        options.bytesField(3, build.bytes)  // executable_build_options
+        if group.count == 1 { options.boolField(4, true) }  // compile_portable_executable
+        return options.bytes
+    }
+
+    /// Compiles StableHLO MLIR text (`@main` must be public) for one device, any of the client's, or for
+    /// a tensor-parallel group (partition i runs on `devices[i]`); the same text and group compile once.
+    public func compile(_ mlir: String, devices group: [Int] = [0]) throws(PJRTError) -> PJRTExecutable {
+        guard !group.isEmpty, group.allSatisfy(devices.indices.contains), Set(group).count == group.count else {
+            throw PJRTError(code: -1, message: "compile: devices \(group) are not distinct devices of the \(platform) client's \(deviceCount)")
+        }
+        let key = group.count == 1 ? mlir : "\(group)\n" + mlir
+        if let e = executables.withLock({ $0[key]?.value }) { return e }
         var executable: UnsafeMutableRawPointer?
         var text = Array(mlir.utf8)
-        var options = Self.portableOptions
+        var options = compileOptions(devices: group)
         try pjrtCheck("PJRT_Client_Compile") { m, c in
             text.withUnsafeMutableBufferPointer { t in
                 options.withUnsafeMutableBufferPointer { o in
@@ -119,10 +154,10 @@ public final class PJRTClient: @unchecked Sendable {
             contrail_pjrt_executable_destroy(plugin.raw, executable)
             throw error
         }
-        let e = PJRTExecutable(client: self, raw: executable, outputs: outputs)
+        let e = PJRTExecutable(client: self, raw: executable, outputs: outputs, group: group.count == 1 ? nil : group)
         return executables.withLock { cache in
-            if let existing = cache[mlir]?.value { return existing }
-            cache[mlir] = WeakExecutable(value: e)
+            if let existing = cache[key]?.value { return existing }
+            cache[key] = WeakExecutable(value: e)
             return e
         }
     }
@@ -145,20 +180,37 @@ public final class PJRTClient: @unchecked Sendable {
     }
 }
 
+extension PJRTClient {
+    /// `values` whole on every device of `group`.
+    public func upload<T: PJRTElement>(_ values: [T], shape: [Int], on group: [Int]) throws(PJRTError) -> DeviceArray {
+        DeviceArray(try group.map { d throws(PJRTError) in try upload(values, shape: shape, device: d) })
+    }
+
+    /// f32 zeros of `shape` on `group`, laid out as `sharding` says.
+    func zeros(_ shape: [Int], _ sharding: Sharding, on group: [Int]) throws(PJRTError) -> DeviceArray {
+        var part = shape
+        if case .split(let d) = sharding { part[d] /= group.count }
+        return try upload([Float](repeating: 0, count: part.reduce(1, *)), shape: part, on: group)
+    }
+}
+
 struct WeakExecutable {
     weak var value: PJRTExecutable?
 }
 
-/// A compiled program on one device; keeps its client alive.
+/// A compiled program, for one device (chosen per execution) or a fixed device group; keeps its client alive.
 public final class PJRTExecutable: @unchecked Sendable {
     let client: PJRTClient
     let raw: UnsafeMutableRawPointer
     public let outputCount: Int
+    /// The devices of a partitioned program, partition by partition; nil for a one-device program.
+    let group: [Int]?
 
-    init(client: PJRTClient, raw: UnsafeMutableRawPointer, outputs: Int) {
+    init(client: PJRTClient, raw: UnsafeMutableRawPointer, outputs: Int, group: [Int]?) {
         self.client = client
         self.raw = raw
         outputCount = outputs
+        self.group = group
     }
 
     deinit { contrail_pjrt_executable_destroy(client.plugin.raw, raw) }
@@ -166,20 +218,53 @@ public final class PJRTExecutable: @unchecked Sendable {
     /// Runs on `device` (an index into the client's devices) with `arguments` (on that device) and
     /// waits; each output is a new buffer there.
     public func execute(_ arguments: [PJRTBuffer], device: Int = 0) throws(PJRTError) -> [PJRTBuffer] {
-        guard client.devices.indices.contains(device) else { throw PJRTError(code: -1, message: "execute: no device \(device)") }
-        let target = client.devices[device]
-        let args: [UnsafeMutableRawPointer?] = arguments.map(\.raw)
-        var outputs = [UnsafeMutableRawPointer?](repeating: nil, count: outputCount)
+        try execute(arguments.map { DeviceArray([$0]) }, devices: [device]).map { $0.parts[0] }
+    }
+
+    /// Runs on `devices` — the one device of a portable program, or exactly the group a partitioned one
+    /// was compiled for — with each argument's parts in the group's order; waits, and returns each
+    /// output's parts the same way.
+    public func execute(_ arguments: [DeviceArray], devices: [Int]) throws(PJRTError) -> [DeviceArray] {
+        if let group, group != devices {
+            throw PJRTError(code: -1, message: "execute: the program was compiled for devices \(group), not \(devices)")
+        }
+        guard group != nil || devices.count == 1, let first = devices.first, client.devices.indices.contains(first) else {
+            throw PJRTError(code: -1, message: "execute: no device \(devices) for a one-device program")
+        }
+        if let bad = arguments.firstIndex(where: { $0.parts.count != devices.count }) {
+            throw PJRTError(code: -1, message: "execute: argument \(bad) has \(arguments[bad].parts.count) parts for \(devices.count) devices")
+        }
+        let n = devices.count
+        // Device-major: every argument of device 0, then of device 1, …
+        var args: [UnsafeMutableRawPointer?] = []
+        args.reserveCapacity(n * arguments.count)
+        for d in 0..<n { for a in arguments { args.append(a.parts[d].raw) } }
+        var outputs = [UnsafeMutableRawPointer?](repeating: nil, count: n * outputCount)
+        let target = group == nil ? client.devices[first] : nil
         try pjrtCheck("PJRT_LoadedExecutable_Execute") { m, c in
             args.withUnsafeBufferPointer { a in
                 outputs.withUnsafeMutableBufferPointer { o in
-                    contrail_pjrt_execute(client.plugin.raw, raw, target, a.baseAddress, a.count, o.baseAddress, o.count, m, c)
+                    contrail_pjrt_execute(client.plugin.raw, raw, target, n, a.baseAddress, arguments.count, o.baseAddress, outputCount, m, c)
                 }
             }
         }
         withExtendedLifetime(arguments) {}
-        return outputs.compactMap { $0.map { PJRTBuffer(client: client, raw: $0) } }
+        let buffers = outputs.map { $0.map { PJRTBuffer(client: client, raw: $0) } }
+        var result: [DeviceArray] = []
+        for i in 0..<outputCount {
+            let parts = (0..<n).compactMap { buffers[$0 * outputCount + i] }
+            guard parts.count == n else { throw PJRTError(code: -1, message: "execute: output \(i) is missing on some devices") }
+            result.append(DeviceArray(parts))
+        }
+        return result
     }
+}
+
+/// One program argument or result on a device group: a buffer per device, in the group's order — the
+/// whole array on each (replicated), or each device's part of it (sharded).
+public struct DeviceArray: @unchecked Sendable {
+    public let parts: [PJRTBuffer]
+    public init(_ parts: [PJRTBuffer]) { self.parts = parts }
 }
 
 /// A device buffer; destroyed with its last reference.

@@ -7,13 +7,37 @@ struct HLOValue {
     var type: String { shape.isEmpty ? "tensor<\(element)>" : "tensor<\(shape.map(String.init).joined(separator: "x"))x\(element)>" }
 }
 
+/// How an argument or result of a program partitioned over a device group lies on its devices: whole on
+/// each, or cut into equal consecutive parts along one dimension (part i on the group's device i).
+enum Sharding: Equatable {
+    case replicated
+    case split(Int)
+
+    /// GSPMD's text for it over `n` devices, e.g. `{devices=[1,2]0,1}` for `.split(1)` of a matrix.
+    func text(rank: Int, devices n: Int) -> String {
+        switch self {
+        case .replicated: return "{replicated}"
+        case .split(let d):
+            let tiles = (0..<rank).map { $0 == d ? String(n) : "1" }.joined(separator: ",")
+            return "{devices=[\(tiles)]\((0..<n).map(String.init).joined(separator: ","))}"
+        }
+    }
+}
+
 /// Writes one `@main` in StableHLO's generic MLIR syntax, op by op, checking shapes as it goes (a shape
-/// mistake is caught here, by name, rather than as a compiler error about an SSA number).
+/// mistake is caught here, by name, rather than as a compiler error about an SSA number). With
+/// `partitions` > 1 the program is written for the whole arrays and annotated with shardings; XLA's SPMD
+/// partitioner cuts it into one program per device and adds the collectives.
 struct StableHLOWriter {
+    let partitions: Int
     private var body: [String] = []
     private var arguments: [HLOValue] = []
     private var argumentAttributes: [String] = []
+    /// Each argument's sharding, in order.
+    private(set) var argumentShardings: [Sharding] = []
     private var counter = 0
+
+    init(partitions: Int = 1) { self.partitions = partitions }
 
     private mutating func fresh() -> String {
         counter += 1
@@ -24,10 +48,15 @@ struct StableHLOWriter {
 
     /// A parameter of @main; `donatedTo` aliases it with that result (the input's memory is reused for
     /// the output, so a cache updated every step is never copied).
-    mutating func argument(_ shape: [Int], _ element: String = "f32", donatedTo result: Int? = nil) -> HLOValue {
+    mutating func argument(_ shape: [Int], _ element: String = "f32", donatedTo result: Int? = nil, sharding: Sharding = .replicated) -> HLOValue {
+        if case .split(let d) = sharding { precondition(shape[d] % partitions == 0, "split \(shape) along \(d) into \(partitions)") }
         let v = HLOValue(name: "%arg\(arguments.count)", shape: shape, element: element)
         arguments.append(v)
-        argumentAttributes.append(result.map { " {tf.aliasing_output = \($0) : i32}" } ?? "")
+        argumentShardings.append(sharding)
+        var attributes: [String] = []
+        if partitions > 1 { attributes.append("mhlo.sharding = \"\(sharding.text(rank: shape.count, devices: partitions))\"") }
+        if let result { attributes.append("tf.aliasing_output = \(result) : i32") }
+        argumentAttributes.append(attributes.isEmpty ? "" : " {\(attributes.joined(separator: ", "))}")
         return v
     }
 
@@ -177,11 +206,19 @@ struct StableHLOWriter {
                     [ids.shape[0], table.shape[1]], table.element)
     }
 
-    /// The module text, returning `results`.
-    func module(_ name: String, returning results: [HLOValue]) -> String {
+    /// The module text, returning `results` (laid out as `shardings` says; replicated where it says nothing).
+    func module(_ name: String, returning results: [HLOValue], shardings: [Sharding] = []) -> String {
         let args = zip(arguments, argumentAttributes).map { "\($0.name): \($0.type)\($1)" }.joined(separator: ", ")
         let types = results.map(\.type).joined(separator: ", ")
-        return "module @\(name) {\n  func.func public @main(\(args)) -> (\(types)) {\n" + body.joined(separator: "\n")
+        var resultTypes = types, attributes = ""
+        if partitions > 1 {
+            resultTypes = results.enumerated().map { i, r in
+                let sharding = i < shardings.count ? shardings[i] : .replicated
+                return "\(r.type) {mhlo.sharding = \"\(sharding.text(rank: r.shape.count, devices: partitions))\"}"
+            }.joined(separator: ", ")
+            attributes = " attributes {mhlo.num_partitions = \(partitions) : i32, mhlo.num_replicas = 1 : i32}"
+        }
+        return "module @\(name)\(attributes) {\n  func.func public @main(\(args)) -> (\(resultTypes)) {\n" + body.joined(separator: "\n")
             + "\n    \"func.return\"(\(results.map(\.name).joined(separator: ", "))) : (\(types)) -> ()\n  }\n}\n"
     }
 }
