@@ -7,8 +7,9 @@
 #include <stdlib.h>
 
 int ck_dequantize_avx2(int type, const void *src, float *dst, int64_t n);
-void ck_attention_avx2(const float *q, const float *keys, const float *values, int64_t stride, int64_t span,
-                       int64_t head_dim, float scale, float softcap, float *scores, float *out);
+void ck_attention_avx2(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                       const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                       float *scores, float *out);
 int ck_matvec_avx2(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y, int64_t row_begin,
                    int64_t row_end);
 
@@ -162,13 +163,17 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
     return rc;
 }
 
-void ck_attention(const float *q, const float *keys, const float *values, int64_t stride, int64_t span, int64_t head_dim,
-                  float scale, float softcap, float *scores, float *out) {
+void ck_attention(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                  const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                  float *scores, float *out) {
 #if defined(__x86_64__)
     if (!forced_generic && ck_has_avx2()) {
-        ck_attention_avx2(q, keys, values, stride, span, head_dim, scale, softcap, scores, out);
+        ck_attention_avx2(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out);
         return;
     }
 #endif
-    ck_attention_generic(q, keys, values, stride, span, head_dim, scale, softcap, scores, out);
+    ck_attention_generic(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out);
 }
+
+// Stores are rare (one row per token and layer) and need no SIMD copy.
+void ck_kv_store(int kv_type, const float *x, int64_t n, void *dst, float *scale) { ck_kv_store_generic(kv_type, x, n, dst, scale); }

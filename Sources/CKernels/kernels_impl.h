@@ -221,11 +221,32 @@ static inline float dot_any(const float *a, const float *b, int64_t n) {
     return sum;
 }
 
-void CK_NAME(ck_attention_)(const float *q, const float *keys, const float *values, int64_t stride, int64_t span,
-                            int64_t head_dim, float scale, float softcap, float *scores, float *out) {
+/// Row `t` of a KV cache as f32: the row itself for f32, else widened (bf16) or scaled (int8) into `tmp`.
+static inline const float *kv_row(int kv_type, const void *base, const float *scales, int64_t t, int64_t stride, int64_t n,
+                                  float *tmp) {
+    switch (kv_type) {
+    case CK_KV_BF16: {
+        const uint16_t *r = (const uint16_t *)base + t * stride;
+        for (int64_t i = 0; i < n; i++) tmp[i] = bf16_to_f32(r[i]);
+        return tmp;
+    }
+    case CK_KV_I8: {
+        const int8_t *r = (const int8_t *)base + t * stride;
+        const float d = scales[t];
+        for (int64_t i = 0; i < n; i++) tmp[i] = (float)r[i] * d;
+        return tmp;
+    }
+    default: return (const float *)base + t * stride;
+    }
+}
+
+void CK_NAME(ck_attention_)(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                            const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                            float *scores, float *out) {
+    float tmp[512];
     float max = -__builtin_inff();
     for (int64_t t = 0; t < span; t++) {
-        float s = dot_any(q, keys + t * stride, head_dim) * scale;
+        float s = dot_any(q, kv_row(kv_type, keys, key_scales, t, stride, head_dim, tmp), head_dim) * scale;
         if (softcap > 0) s = softcap * tanhf(s / softcap);
         scores[t] = s;
         if (s > max) max = s;
@@ -238,7 +259,33 @@ void CK_NAME(ck_attention_)(const float *q, const float *keys, const float *valu
     for (int64_t i = 0; i < head_dim; i++) out[i] = 0;
     for (int64_t t = 0; t < span; t++) {
         const float p = scores[t] / sum;
-        const float *v = values + t * stride;
+        const float *v = kv_row(kv_type, values, value_scales, t, stride, head_dim, tmp);
         for (int64_t i = 0; i < head_dim; i++) out[i] += p * v[i];
+    }
+}
+
+/// `n` f32 values stored as a cache row of `kv_type` at `dst` (int8: one scale for the row into `*scale`).
+void CK_NAME(ck_kv_store_)(int kv_type, const float *x, int64_t n, void *dst, float *scale) {
+    switch (kv_type) {
+    case CK_KV_BF16: {
+        uint16_t *d = (uint16_t *)dst;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t bits;
+            memcpy(&bits, &x[i], 4);
+            d[i] = x[i] != x[i] ? (uint16_t)((bits >> 16) | 0x40) : (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+        }
+        return;
+    }
+    case CK_KV_I8: {
+        float top = 0;
+        for (int64_t i = 0; i < n; i++) top = fmaxf(top, fabsf(x[i]));
+        // scale = max |x| / 127 (1 for an all-zero row); values rounded half to even, as the PJRT programs do.
+        const float d = top > 0 ? top / 127.0f : 1.0f;
+        int8_t *q = (int8_t *)dst;
+        for (int64_t i = 0; i < n; i++) q[i] = (int8_t)fminf(127.0f, fmaxf(-127.0f, nearbyintf(x[i] / d)));
+        *scale = d;
+        return;
+    }
+    default: memcpy(dst, x, (size_t)n * sizeof(float));
     }
 }

@@ -39,6 +39,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .long, help: "Compute threads for the CPU backend (default: one per core).") var threads: Int?
     @Option(name: .customLong("quantize_weights"), help: .hidden) var quantizeWeights: String?
     @Option(name: .customLong("quantize_kv_cache"), help: .hidden) var quantizeKVCache: String?
+    @Option(name: .customLong("kv-cache"), help: "KV cache storage: f32, bf16 (half), or int8 with per-token scales (a quarter; also --quantize_kv_cache=True). Default: f32 on the CPU backend, bf16 on PJRT.")
+    var kvCache: String?
 
     // Scheduling
     @Option(name: [.customLong("batch-size"), .customLong("batch_size")], help: "Decode slots (concurrent generations).")
@@ -105,8 +107,15 @@ struct ServeCommand: ParsableCommand {
         if let q = quantizeWeights, Self.flagValue(q) == nil { throw ValidationError("--quantize_weights expects True or False, got \(q)") }
         if let q = quantizeKVCache {
             guard let on = Self.flagValue(q) else { throw ValidationError("--quantize_kv_cache expects True or False, got \(q)") }
-            if on { throw ValidationError("--quantize_kv_cache=True: the int8 KV cache is not available yet; the cache is f32") }
+            if on, let kv = kvCache, kv != "int8" { throw ValidationError("--quantize_kv_cache=True asks for an int8 KV cache, --kv-cache for \(kv)") }
         }
+        if let kv = kvCache, KVCacheStorage(rawValue: kv) == nil { throw ValidationError("--kv-cache must be f32, bf16 or int8, got \(kv)") }
+    }
+
+    /// The KV cache storage asked for, or the backend's default.
+    var kvCacheStorage: KVCacheStorage {
+        if quantizeKVCache.flatMap(Self.flagValue) == true { return .int8 }
+        return kvCache.flatMap(KVCacheStorage.init(rawValue:)) ?? (backend == "pjrt" ? .bf16 : .f32)
     }
 
     static func flagValue(_ s: String) -> Bool? {
@@ -230,14 +239,15 @@ struct ServeCommand: ParsableCommand {
             }
             let prefillDevices = Array(0..<tp), generateDevices = pjrtDisaggregate ? Array(tp..<2 * tp) : prefillDevices
             let p = try PJRTEngine(checkpoint, client: client, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
-                                   weights: storage, prefillDevices: prefillDevices, generateDevices: generateDevices)
+                                   weights: storage, kvCache: kvCacheStorage, prefillDevices: prefillDevices, generateDevices: generateDevices)
             if pjrtDisaggregate { log("disaggregated: prefill on devices \(prefillDevices), decode on devices \(generateDevices)") }
             if tp > 1 { log("tensor-parallel over \(tp) devices per group") }
             engine = p
-            log("device memory\(tp > 1 ? " per device" : ""): weights \(formatBytes(p.model.weightBytes)) (\(storage)), KV caches \(formatBytes(p.cacheBytes)) (f32)")
+            log("device memory\(tp > 1 ? " per device" : ""): weights \(formatBytes(p.model.weightBytes)) (\(storage)), KV caches \(formatBytes(p.cacheBytes)) (\(kvCacheStorage.rawValue))")
         } else {
             engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
-                                   threads: threads ?? ServerConfig.cores)
+                                   threads: threads ?? ServerConfig.cores, kvCache: kvCacheStorage)
+            if kvCacheStorage != .f32 { log("KV caches: \(kvCacheStorage.rawValue)") }
         }
         let loadSeconds = Double(contrail_now_ns() - t0) / 1e9
         service.metrics.setModelLoadTime(loadSeconds)

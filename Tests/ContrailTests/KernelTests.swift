@@ -122,3 +122,58 @@ struct KernelTests {
         }
     }
 }
+
+extension KernelTests {
+    /// KV cache rows: bf16 stores round to nearest even (as `bfloat16`), int8 stores keep each value within
+    /// half a step of its row's scale (max |x| / 127); attention over bf16/int8 rows equals f32 attention over
+    /// the rows they decode to, at every dispatch (portable, AVX2).
+    @Test func quantizedKVCacheRows() throws {
+        var rng = SeededGenerator(seed: 9)
+        let (span, headDim) = (37, 64)
+        let keys = (0..<span * headDim).map { _ in Float(rng.nextUnit() * 4 - 2) }, values = (0..<span * headDim).map { _ in Float(rng.nextUnit() * 2 - 1) }
+        let q = (0..<headDim).map { _ in Float(rng.nextUnit() - 0.5) }
+        for limit: Int32 in [1, 2] {
+            ck_set_thread_isa_limit(limit)
+            defer { ck_set_thread_isa_limit(-1) }
+            for (type, width) in [(Int32(CK_KV_BF16), 2), (Int32(CK_KV_I8), 1)] {
+                var stored = [UInt8](repeating: 0, count: 2 * span * headDim * width)
+                var scales = [Float](repeating: 0, count: 2 * span)
+                var decoded = [Float](repeating: 0, count: 2 * span * headDim)
+                for (half, source) in [keys, values].enumerated() {
+                    for t in 0..<span {
+                        let row = (half * span + t) * headDim
+                        stored.withUnsafeMutableBytes { out in
+                            scales.withUnsafeMutableBufferPointer { s in
+                                source.withUnsafeBufferPointer { ck_kv_store(type, $0.baseAddress! + t * headDim, Int64(headDim), out.baseAddress! + row * width, s.baseAddress! + half * span + t) }
+                            }
+                        }
+                        for i in 0..<headDim {
+                            let x = source[t * headDim + i]
+                            if type == CK_KV_BF16 {
+                                let bits = stored.withUnsafeBytes { $0.load(fromByteOffset: (row + i) * 2, as: UInt16.self) }
+                                #expect(bits == bfloat16(x))
+                                decoded[row + i] = Float(bitPattern: UInt32(bits) << 16)
+                            } else {
+                                let d = scales[half * span + t]
+                                decoded[row + i] = Float(Int8(bitPattern: stored[row + i])) * d
+                                #expect(abs(decoded[row + i] - x) <= d / 2 * 1.0001, "int8 row \(t) value \(i)")
+                            }
+                        }
+                    }
+                }
+                var scratch = [Float](repeating: 0, count: span), quantized = [Float](repeating: 0, count: headDim), exact = quantized
+                stored.withUnsafeBytes { raw in
+                    scales.withUnsafeBufferPointer { s in
+                        ck_attention(type, q, raw.baseAddress!, s.baseAddress!, raw.baseAddress! + span * headDim * width, s.baseAddress! + span,
+                                     Int64(headDim), Int64(span), Int64(headDim), 0.125, 0, &scratch, &quantized)
+                    }
+                }
+                decoded.withUnsafeBufferPointer { d in
+                    ck_attention(Int32(CK_KV_F32), q, d.baseAddress!, nil, d.baseAddress! + span * headDim, nil, Int64(headDim), Int64(span),
+                                 Int64(headDim), 0.125, 0, &scratch, &exact)
+                }
+                #expect(quantized == exact, "kv type \(type), ISA limit \(limit)")
+            }
+        }
+    }
+}

@@ -34,6 +34,15 @@ class ServerProcess:
             args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.log = tempfile.NamedTemporaryFile(prefix="contrail-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            self._start(wait_ready)
+        except BaseException:
+            # A server that failed to start must not linger and slow every test after it.
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def _start(self, wait_ready):
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -17,8 +17,9 @@ CAPITAL = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def pjrt():
-    # f32 weights: the same arithmetic as the CPU backend, so answers compare exactly (bf16 is checked in Swift).
-    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--batch-size", "4",
+    # f32 weights and KV cache: the same arithmetic as the CPU backend, so answers compare exactly (bf16 and
+    # int8 are checked in Swift).
+    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--kv-cache", "f32", "--batch-size", "4",
                              "--max-cache-length", "128"],
                       test_services=False)
     yield s
@@ -82,7 +83,7 @@ def test_disaggregated_serving_on_two_devices(pjrt, stubs):
     """--pjrt-disaggregate: prefill on device 0, decode on device 1 (the transfer thread moves each
     prefix); the answers equal the single-device server's."""
     pb, pbg = stubs["js"], stubs["js_grpc"]
-    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--pjrt-cpu-devices", "2",
+    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--kv-cache", "f32", "--pjrt-cpu-devices", "2",
                              "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"], test_services=False)
     try:
         assert "prefill on devices [0], decode on devices [1]" in s.output()
@@ -107,7 +108,7 @@ def test_tensor_parallel_serving(pjrt, stubs):
     two devices (prefill on 0-1, decode on 2-3, the prefix's parts moved device to device); the answers
     equal the single-device server's."""
     pb, pbg = stubs["js"], stubs["js_grpc"]
-    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--pjrt-cpu-devices", "4",
+    s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--kv-cache", "f32", "--pjrt-cpu-devices", "4",
                              "--pjrt-tensor-parallel", "2", "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"],
                       test_services=False)
     try:
@@ -129,3 +130,22 @@ def test_tensor_parallel_serving(pjrt, stubs):
     assert few.proc.wait(timeout=60) == 1 and "--pjrt-tensor-parallel 4 needs 4 devices; the cpu client has 2" in few.output()
     bad = subprocess.run([BIN, "serve", "--backend", "pjrt", "--pjrt-tensor-parallel", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--pjrt-tensor-parallel must be at least 1" in bad.stderr
+
+
+def test_kv_cache_storage_on_both_backends():
+    """--quantize_kv_cache=True (jetstream-pytorch's flag) is an int8 KV cache with per-token scales and
+    --kv-cache bf16 halves it, on the CPU backend and on PJRT; both still answer the question. Conflicting
+    or unknown values are refused."""
+    for extra, logged in [(["--quantize_kv_cache=True"], "KV caches: int8"),
+                          (["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--kv-cache", "int8"], "(int8)"),
+                          (["--backend", "pjrt", "--pjrt-plugin", PLUGIN], "(bf16)")]:
+        s = ServerProcess(extra=extra + ["--batch-size", "2", "--max-cache-length", "128"], test_services=False)
+        try:
+            assert logged in s.output(), s.output()
+            assert post(s, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
+        finally:
+            assert s.stop() == 0, s.output()
+    for args, message in [(["--quantize_kv_cache=True", "--kv-cache", "bf16"], "--quantize_kv_cache=True asks for an int8 KV cache"),
+                          (["--kv-cache", "fp8"], "--kv-cache must be f32, bf16 or int8, got fp8")]:
+        r = subprocess.run([BIN, "serve", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and message in r.stderr, r.stderr

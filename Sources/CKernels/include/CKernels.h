@@ -27,11 +27,20 @@ int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
 int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride, float *y,
               int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
 
+/// How a KV cache stores its rows: f32, bf16, or int8 with one f32 scale per row (per token).
+enum { CK_KV_F32 = 0, CK_KV_BF16 = 1, CK_KV_I8 = 2 };
+
 /// One query head's attention over `span` cached positions: s_t = q·k_t·scale (soft-capped to
 /// softcap·tanh(s_t/softcap) when softcap > 0), p = softmax(s), out = Σ_t p_t·v_t. Key and value rows
-/// are `stride` floats apart; `scores` is scratch for `span` floats.
-void ck_attention(const float *q, const float *keys, const float *values, int64_t stride, int64_t span, int64_t head_dim,
-                  float scale, float softcap, float *scores, float *out);
+/// are `stride` elements apart, stored as `kv_type` says (int8 rows times their `*_scales[t]`, which are
+/// unused otherwise); `scores` is scratch for `span` floats. head_dim ≤ 512.
+void ck_attention(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                  const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                  float *scores, float *out);
+
+/// Stores `n` f32 values as one cache row of `kv_type` at `dst`: copied, rounded to bf16 (nearest even),
+/// or quantized to int8 with the row's scale (max |x| / 127) written to `*scale`.
+void ck_kv_store(int kv_type, const float *x, int64_t n, void *dst, float *scale);
 
 /// 1 when the AVX2/FMA/F16C kernels run on this CPU (they are used then).
 int ck_has_avx2(void);

@@ -35,6 +35,13 @@ extension Engine {
     }
 }
 
+/// How decode caches keep keys and values: f32, bf16 (half), or int8 with one f32 scale per token and layer
+/// over all KV heads (a quarter; jetstream-pytorch's `--quantize_kv_cache`). Prefill computes in f32 and
+/// the prefix is converted as it is inserted into a slot, on both backends.
+public enum KVCacheStorage: String, Sendable, CaseIterable {
+    case f32, bf16, int8
+}
+
 /// A prefilled prompt: its KV cache (backend-specific storage), length and first sampled token.
 public final class Prefix: @unchecked Sendable {
     public let length: Int

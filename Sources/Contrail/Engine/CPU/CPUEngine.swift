@@ -21,21 +21,65 @@ public final class CPUEngine: Engine {
     /// Rotary frequencies of global and local layers, computed once.
     private let ropeFrequencies: [[Double]]
 
-    /// One sequence's KV cache: per layer, `capacity` × kvDim keys and values.
+    /// One sequence's KV cache: per layer, `capacity` rows of kvDim keys and values, stored as `storage`
+    /// says (int8 rows with one scale each).
     final class KVCache {
         let capacity: Int
-        var keys: [UnsafeMutablePointer<Float>]
-        var values: [UnsafeMutablePointer<Float>]
+        let storage: KVCacheStorage
+        let kvDim: Int
+        /// Bytes per element.
+        let width: Int
+        let keys: [UnsafeMutableRawPointer], values: [UnsafeMutableRawPointer]
+        /// Per layer, one scale per row (int8 only).
+        let keyScales: [UnsafeMutablePointer<Float>], valueScales: [UnsafeMutablePointer<Float>]
 
-        init(layers: Int, capacity: Int, kvDim: Int) {
+        init(layers: Int, capacity: Int, kvDim: Int, storage: KVCacheStorage = .f32) {
             self.capacity = capacity
-            keys = (0..<layers).map { _ in .allocate(capacity: capacity * kvDim) }
-            values = (0..<layers).map { _ in .allocate(capacity: capacity * kvDim) }
+            self.storage = storage
+            self.kvDim = kvDim
+            width = storage == .f32 ? 4 : storage == .bf16 ? 2 : 1
+            let bytes = capacity * kvDim * width
+            keys = (0..<layers).map { _ in .allocate(byteCount: bytes, alignment: 64) }
+            values = (0..<layers).map { _ in .allocate(byteCount: bytes, alignment: 64) }
+            let scaled = storage == .int8 ? layers : 0
+            keyScales = (0..<scaled).map { _ in .allocate(capacity: capacity) }
+            valueScales = (0..<scaled).map { _ in .allocate(capacity: capacity) }
         }
 
         deinit {
-            for p in keys { p.deallocate() }
-            for p in values { p.deallocate() }
+            for p in keys + values { p.deallocate() }
+            for p in keyScales + valueScales { p.deallocate() }
+        }
+
+        var kernelType: Int32 {
+            switch storage {
+            case .f32: Int32(CK_KV_F32)
+            case .bf16: Int32(CK_KV_BF16)
+            case .int8: Int32(CK_KV_I8)
+            }
+        }
+
+        /// Stores layer `l`'s key and value rows (f32, kvDim each) at `position`.
+        func store(layer l: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+            let scaled = storage == .int8
+            ck_kv_store(kernelType, key, Int64(kvDim), keys[l] + position * kvDim * width, scaled ? keyScales[l] + position : nil)
+            ck_kv_store(kernelType, value, Int64(kvDim), values[l] + position * kvDim * width, scaled ? valueScales[l] + position : nil)
+        }
+
+        /// Layer `l`'s rows from `start`, offset by `column` elements: keys, their scales, values, theirs.
+        func rows(layer l: Int, from start: Int, column: Int)
+            -> (UnsafeRawPointer, UnsafePointer<Float>?, UnsafeRawPointer, UnsafePointer<Float>?)
+        {
+            let offset = (start * kvDim + column) * width
+            let scaled = storage == .int8
+            return (UnsafeRawPointer(keys[l] + offset), scaled ? UnsafePointer(keyScales[l] + start) : nil,
+                    UnsafeRawPointer(values[l] + offset), scaled ? UnsafePointer(valueScales[l] + start) : nil)
+        }
+
+        /// Layer `l`'s first `n` key (or value) rows as f32 (an f32 cache's own rows).
+        func floats(layer l: Int, values: Bool, count n: Int) -> [Float] {
+            precondition(storage == .f32, "prefixes are read from f32 caches")
+            return Array(UnsafeBufferPointer(start: (values ? self.values : keys)[l].assumingMemoryBound(to: Float.self), count: n * kvDim))
         }
     }
 
@@ -47,9 +91,12 @@ public final class CPUEngine: Engine {
         var sampler = Sampler(.greedy)
     }
 
+    /// How slots keep their KV caches (prefill computes in f32; a prefix is converted as it is inserted).
+    public let kvStorage: KVCacheStorage
+
     /// `threads`: compute threads (default: one per core).
     public init(_ checkpoint: Checkpoint, slots: Int = 1, maxCacheLength: Int? = nil, maxPrefillLength: Int? = nil,
-                threads: Int = ServerConfig.cores) throws {
+                threads: Int = ServerConfig.cores, kvCache: KVCacheStorage = .f32) throws {
         pool = ThreadPool(threads: threads)
         CPUKernels.applyISAOverride()
         let weights = try ModelWeights(checkpoint)
@@ -67,7 +114,8 @@ public final class CPUEngine: Engine {
                          threads: pool.threads)
         let c = config
         let capacity = self.maxCacheLength
-        self.slots = (0..<slotCount).map { _ in Slot(cache: KVCache(layers: c.layerCount, capacity: capacity, kvDim: c.kvDim)) }
+        kvStorage = kvCache
+        self.slots = (0..<slotCount).map { _ in Slot(cache: KVCache(layers: c.layerCount, capacity: capacity, kvDim: c.kvDim, storage: kvCache)) }
     }
 
     // MARK: Engine
@@ -93,20 +141,25 @@ public final class CPUEngine: Engine {
         let logits = UnsafeMutableBufferPointer(start: state.logits, count: config.vocabSize)
         let firstLogits = Array(logits)
         let first = sampler.sample(logits)
-        let n = tokens.count * config.kvDim
+        let layers = 0..<config.layerCount
         return Prefix(length: tokens.count, firstToken: first, firstLogits: firstLogits, sampler: sampler,
-                      keys: cache.keys.map { Array(UnsafeBufferPointer(start: $0, count: n)) },
-                      values: cache.values.map { Array(UnsafeBufferPointer(start: $0, count: n)) })
+                      keys: layers.map { cache.floats(layer: $0, values: false, count: tokens.count) },
+                      values: layers.map { cache.floats(layer: $0, values: true, count: tokens.count) })
     }
 
     public func insert(_ prefix: Prefix, slot: Int) throws {
         guard slot >= 0 && slot < slotCount else { throw EngineError.badSlot(slot) }
         guard !slots[slot].live else { throw EngineError.slotBusy(slot) }
         guard prefix.length < maxCacheLength else { throw EngineError.cacheFull(slot: slot) }
-        let cache = slots[slot].cache
+        let cache = slots[slot].cache, kvDim = config.kvDim
         for l in 0..<config.layerCount {
-            prefix.keys[l].withUnsafeBufferPointer { cache.keys[l].update(from: $0.baseAddress!, count: $0.count) }
-            prefix.values[l].withUnsafeBufferPointer { cache.values[l].update(from: $0.baseAddress!, count: $0.count) }
+            prefix.keys[l].withUnsafeBufferPointer { k in
+                prefix.values[l].withUnsafeBufferPointer { v in
+                    for t in 0..<prefix.length {
+                        cache.store(layer: l, position: t, key: k.baseAddress! + t * kvDim, value: v.baseAddress! + t * kvDim)
+                    }
+                }
+            }
         }
         slots[slot].live = true
         slots[slot].length = prefix.length
@@ -175,8 +228,7 @@ public final class CPUEngine: Engine {
                 s.ropeTable(for: l, config: c, pos: positions[b], frequencies: ropeFrequencies)
                 CPUKernels.rope(q, heads: c.headCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
                 CPUKernels.rope(k, heads: c.kvHeadCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
-                (caches[b].keys[l] + positions[b] * kvDim).update(from: k, count: kvDim)
-                (caches[b].values[l] + positions[b] * kvDim).update(from: s.v + b * kvDim, count: kvDim)
+                caches[b].store(layer: l, position: positions[b], key: k, value: s.v + b * kvDim)
             }
             // Attention per (entry, head), over the cache (the sliding window on local layers), GQA.
             let window = c.isLocal(layer: l) ? c.slidingWindow : nil
@@ -192,10 +244,10 @@ public final class CPUEngine: Engine {
                     let start = window.map { max(0, pos + 1 - $0) } ?? 0
                     let span = pos + 1 - start
                     let q = s.q + b * qDim + h * hd
-                    let kvOffset = (h / c.kvGroupSize) * hd
-                    let keys = caches[b].keys[l] + start * kvDim + kvOffset, values = caches[b].values[l] + start * kvDim + kvOffset
-                    ck_attention(q, keys, values, Int64(kvDim), Int64(span), Int64(hd), attnScale, softcap ?? 0, att,
-                                 s.xb2 + b * w0 + h * hd)
+                    let cache = caches[b]
+                    let (keys, keyScales, values, valueScales) = cache.rows(layer: l, from: start, column: (h / c.kvGroupSize) * hd)
+                    ck_attention(cache.kernelType, q, keys, keyScales, values, valueScales, Int64(kvDim), Int64(span), Int64(hd), attnScale,
+                                 softcap ?? 0, att, s.xb2 + b * w0 + h * hd)
                 }
             }
             CPUKernels.matmul(w.wo, s.xb2, xStride: w0, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.wo), pool: pool)

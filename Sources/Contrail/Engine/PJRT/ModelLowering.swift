@@ -23,10 +23,12 @@ struct ModelLowering {
     let tiedOutput: Bool
     /// Devices of the tensor-parallel group the programs are partitioned over (1: not partitioned).
     let partitions: Int
+    let kvStorage: KVCacheStorage
 
-    init(_ weights: ModelWeights, storage: WeightStorage = .f32, partitions: Int = 1) {
+    init(_ weights: ModelWeights, storage: WeightStorage = .f32, kvStorage: KVCacheStorage = .f32, partitions: Int = 1) {
         config = weights.config
         self.storage = storage
+        self.kvStorage = kvStorage
         self.partitions = max(1, partitions)
         ropeLayout = weights.ropeLayout
         hasQKNorm = weights.layers.first?.qNorm != nil
@@ -45,6 +47,11 @@ struct ModelLowering {
     /// Decode caches [layers, slots, cache, kvDim] and prefix keys/values [layers, length, kvDim]: by KV head.
     var cacheSharding: Sharding { split(config.kvHeadCount, along: 3) }
     var prefixSharding: Sharding { split(config.kvHeadCount, along: 2) }
+
+    /// The decode caches for `B` slots of `S` positions, as `kvStorage` keeps them.
+    func kvCache(slots B: Int, cacheLength S: Int) -> KVCacheLowering {
+        KVCacheLowering(storage: kvStorage, layers: config.layerCount, slots: B, length: S, kvDim: config.kvDim, sharding: cacheSharding)
+    }
 
     /// Declares the weight arguments (shapes from the config) and returns them by role, as f32 values.
     /// Tensor parallelism follows Megatron: q/k/v and gate/up are cut by output rows (heads, FFN columns),
@@ -196,24 +203,24 @@ struct ModelLowering {
         return w.module("prefill_\(T)", returning: [logits, allKeys, allValues], shardings: [.replicated, prefixSharding, prefixSharding])
     }
 
-    /// Copies a prefix's keys and values ([layers, length, kvDim]) into slot `slot` (i32 scalar) of the
-    /// decode caches [layers, slots, cache, kvDim], which are donated (updated in place).
+    /// Copies a prefix's keys and values ([layers, length, kvDim], f32) into slot `slot` (i32 scalar) of
+    /// the decode caches (`kvCache`'s arrays, donated: updated in place), converted as they are stored.
     func insert(length T: Int, slots B: Int, cacheLength S: Int) -> String {
         let c = config
+        let kv = kvCache(slots: B, cacheLength: S)
         var w = StableHLOWriter(partitions: partitions)
-        let kcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 0, sharding: cacheSharding)
-        let vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 1, sharding: cacheSharding)
+        var caches = kv.declare(&w, donatingFrom: 0)
         let keys = w.argument([c.layerCount, T, c.kvDim], sharding: prefixSharding)
         let values = w.argument([c.layerCount, T, c.kvDim], sharding: prefixSharding)
         let slot = w.argument([], "i32")
         let zero = w.index(0)
-        let k = w.dynamicUpdateSlice(kcache, w.reshape(keys, [c.layerCount, 1, T, c.kvDim]), [zero, slot, zero, zero])
-        let v = w.dynamicUpdateSlice(vcache, w.reshape(values, [c.layerCount, 1, T, c.kvDim]), [zero, slot, zero, zero])
-        return w.module("insert_\(T)", returning: [k, v], shardings: [cacheSharding, cacheSharding])
+        kv.write(&w, &caches, values: false, w.reshape(keys, [c.layerCount, 1, T, c.kvDim]), at: [zero, slot, zero, zero])
+        kv.write(&w, &caches, values: true, w.reshape(values, [c.layerCount, 1, T, c.kvDim]), at: [zero, slot, zero, zero])
+        return w.module("insert_\(T)", returning: caches, shardings: kv.arrays.map(\.sharding))
     }
 
     /// One decode step over all `B` slots: arguments are the weights, the inverse frequencies, the
-    /// caches [layers, B, S, kvDim] (donated), each slot's last token and its position (i32 [B]);
+    /// caches (`kvCache`'s arrays, donated), each slot's last token and its position (i32 [B]);
     /// results are the logits [B, vocab] — or, with `greedy`, each slot's most likely token (i32 [B]),
     /// so only ids cross to the host — and the updated caches. Free slots compute values nobody reads.
     ///
@@ -227,8 +234,8 @@ struct ModelLowering {
         var w = StableHLOWriter(partitions: partitions)
         let weights = declareWeights(&w)
         let invFreq = [w.argument([c.headDim / 2]), w.argument([c.headDim / 2])]
-        var kcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 1, sharding: cacheSharding)
-        var vcache = w.argument([c.layerCount, B, S, c.kvDim], donatedTo: 2, sharding: cacheSharding)
+        let kv = kvCache(slots: B, cacheLength: S)
+        var caches = kv.declare(&w, donatingFrom: 1)
         let tokens = w.argument([B], "i32")
         let positions = w.argument([B], "i32")
         // temperature, top-k, top-p, min-p, seed
@@ -240,11 +247,11 @@ struct ModelLowering {
             let layer = w.index(l)
             for b in 0..<B {
                 let at = [layer, w.index(b), slotPositions[b], zero]
-                kcache = w.dynamicUpdateSlice(kcache, w.reshape(w.slice(k, start: [b, 0, 0], limit: [b + 1, c.kvHeadCount, c.headDim]), [1, 1, 1, c.kvDim]), at)
-                vcache = w.dynamicUpdateSlice(vcache, w.reshape(w.slice(v, start: [b, 0, 0], limit: [b + 1, c.kvHeadCount, c.headDim]), [1, 1, 1, c.kvDim]), at)
+                kv.write(&w, &caches, values: false, w.reshape(w.slice(k, start: [b, 0, 0], limit: [b + 1, c.kvHeadCount, c.headDim]), [1, 1, 1, c.kvDim]), at: at)
+                kv.write(&w, &caches, values: true, w.reshape(w.slice(v, start: [b, 0, 0], limit: [b + 1, c.kvHeadCount, c.headDim]), [1, 1, 1, c.kvDim]), at: at)
             }
-            let keys = w.reshape(w.slice(kcache, start: [l, 0, 0, 0], limit: [l + 1, B, S, c.kvDim]), [B, S, c.kvHeadCount, c.headDim])
-            let vals = w.reshape(w.slice(vcache, start: [l, 0, 0, 0], limit: [l + 1, B, S, c.kvDim]), [B, S, c.kvHeadCount, c.headDim])
+            let keys = w.reshape(kv.read(&w, caches, values: false, layer: l), [B, S, c.kvHeadCount, c.headDim])
+            let vals = w.reshape(kv.read(&w, caches, values: true, layer: l), [B, S, c.kvHeadCount, c.headDim])
             return cacheAttention(&w, q, keys, vals, positions: positions, layer: l)
         }
         let logits = outputLogits(&w, weights, x)
@@ -256,7 +263,7 @@ struct ModelLowering {
             let a = samplingArguments
             result = DeviceSampling.sample(&w, logits, temperature: a[0], topK: a[1], topP: a[2], minP: a[3], seed: a[4], positions: positions)
         }
-        return w.module("generate_\(B)x\(S)", returning: [result, kcache, vcache], shardings: [.replicated, cacheSharding, cacheSharding])
+        return w.module("generate_\(B)x\(S)", returning: [result] + caches, shardings: [.replicated] + kv.arrays.map(\.sharding))
     }
 
     /// The layers over `tokens` at `positions` (i32, one per row); `attend(layer, q, k, v)` gives the

@@ -13,10 +13,10 @@ public final class PJRTEngine: Engine {
     public let maxCacheLength: Int
     public var compilesPerShape: Bool { true }
     public let model: PJRTModel
-    private var keyCache: DeviceArray
-    private var valueCache: DeviceArray
+    /// The decode caches' arrays on the generate devices (keys then values; int8 ones with their scales).
+    private var caches: [DeviceArray]
     private var slots: [Slot]
-    /// Bytes of the two KV caches on each generate device.
+    /// Bytes of the KV caches on each generate device.
     public let cacheBytes: Int
     /// Decode steps since `resetStepTimes`: whole-step and Execute-only nanoseconds.
     private var stepNanos: UInt64 = 0, executeNanos: UInt64 = 0
@@ -70,25 +70,24 @@ public final class PJRTEngine: Engine {
     /// prefix moves from one to the other in `transfer`, and prefill never waits for a decode step.
     public let prefillDevices: [Int], generateDevices: [Int]
 
-    /// `weights`: f32, bf16 or int8 (per-row scales) on the devices. `prefillDevices` and
-    /// `generateDevices` are groups of one size: the tensor-parallel degree.
+    /// `weights`: f32, bf16 or int8 (per-row scales) on the devices; `kvCache`: f32, bf16 or int8 (per-token
+    /// scales). `prefillDevices` and `generateDevices` are groups of one size: the tensor-parallel degree.
     public init(_ checkpoint: Checkpoint, client: PJRTClient, slots: Int = 1, maxCacheLength: Int? = nil,
-                maxPrefillLength: Int? = nil, weights: String = "f32", prefillDevices: [Int] = [0], generateDevices: [Int] = [0]) throws {
+                maxPrefillLength: Int? = nil, weights: String = "f32", kvCache: KVCacheStorage = .f32, prefillDevices: [Int] = [0],
+                generateDevices: [Int] = [0]) throws {
         guard prefillDevices.count == generateDevices.count else {
             throw PJRTError(code: -1, message: "prefill devices \(prefillDevices) and generate devices \(generateDevices) must be groups of one size")
         }
         self.prefillDevices = prefillDevices
         self.generateDevices = generateDevices
-        model = try PJRTModel(checkpoint, client: client, weights: weights, groups: [prefillDevices, generateDevices])
+        model = try PJRTModel(checkpoint, client: client, weights: weights, kvCache: kvCache, groups: [prefillDevices, generateDevices])
         config = checkpoint.config
         slotCount = max(1, slots)
         self.maxCacheLength = min(maxCacheLength ?? 2048, config.contextLength)
         self.maxPrefillLength = min(maxPrefillLength ?? self.maxCacheLength, self.maxCacheLength)
-        let shape = [config.layerCount, slotCount, self.maxCacheLength, config.kvDim]
-        let sharding = model.lowering.cacheSharding
-        cacheBytes = 2 * 4 * shape.reduce(1, *) / (sharding == .replicated ? 1 : generateDevices.count)
-        keyCache = try client.zeros(shape, sharding, on: generateDevices)
-        valueCache = try client.zeros(shape, sharding, on: generateDevices)
+        let kv = model.lowering.kvCache(slots: slotCount, cacheLength: self.maxCacheLength)
+        cacheBytes = kv.bytes(devices: generateDevices.count)
+        caches = try kv.arrays.map { a throws(PJRTError) in try client.zeros(a.shape, a.element, a.sharding, on: generateDevices) }
         self.slots = Array(repeating: Slot(), count: slotCount)
     }
 
@@ -114,10 +113,8 @@ public final class PJRTEngine: Engine {
         let p = try stored.moved(to: generateDevices)  // normally done by `transfer` already
         let (B, S) = (slotCount, maxCacheLength)
         let exe = try model.program("insert \(p.paddedLength)", on: generateDevices) { $0.insert(length: p.paddedLength, slots: B, cacheLength: S) }
-        let out = try exe.execute([keyCache, valueCache, p.keys, p.values, model.client.upload([Int32(slot)], shape: [], on: generateDevices)],
-                                  devices: generateDevices)
-        keyCache = out[0]
-        valueCache = out[1]
+        caches = try exe.execute(caches + [p.keys, p.values, model.client.upload([Int32(slot)], shape: [], on: generateDevices)],
+                                 devices: generateDevices)
         slots[slot] = Slot(live: true, length: prefix.length, lastToken: prefix.firstToken, sampler: prefix.sampler)
     }
 
@@ -142,7 +139,7 @@ public final class PJRTEngine: Engine {
         let tokens = slots.map { $0.live ? $0.lastToken : 0 }
         let positions = slots.map { Int32($0.live ? $0.length : 0) }
         var arguments = try model.weights(on: group)
-            + [keyCache, valueCache, try model.client.upload(tokens, shape: [slotCount], on: group), try model.client.upload(positions, shape: [slotCount], on: group)]
+            + caches + [try model.client.upload(tokens, shape: [slotCount], on: group), try model.client.upload(positions, shape: [slotCount], on: group)]
         if mode == .device {
             // Free slots sample greedily (temperature 0); nobody reads their tokens.
             let p = slots.map { $0.live ? $0.sampler.params : .greedy }
@@ -156,8 +153,7 @@ public final class PJRTEngine: Engine {
         let executeStart = contrail_now_ns()
         let out = try exe.execute(arguments, devices: group)
         executeNanos += contrail_now_ns() - executeStart
-        keyCache = out[1]
-        valueCache = out[2]
+        caches = Array(out[1...])
         var result: [SlotToken] = []
         if mode != .hostLogits {
             let ids = try out[0].parts[0].download(as: Int32.self)

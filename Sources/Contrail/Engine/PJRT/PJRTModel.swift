@@ -14,9 +14,11 @@ public final class PJRTModel: @unchecked Sendable {
     /// Compiled programs by role, shape and group ("prefill 64 @[0, 1]"), so a step never rebuilds its text.
     private let programs = Locked<[String: PJRTExecutable]>([:])
 
-    /// `weights`: f32, bf16 (half the device memory) or int8 with per-row scales (a quarter). `groups`:
-    /// the device groups (indices into the client's devices) that run the model, all of one size.
-    public init(_ checkpoint: Checkpoint, client: PJRTClient, weights storage: String = "f32", groups: [[Int]] = [[0]]) throws {
+    /// `weights`: f32, bf16 (half the device memory) or int8 with per-row scales (a quarter); `kvCache`:
+    /// how decode caches are stored (f32, bf16, int8 with per-token scales). `groups`: the device groups
+    /// (indices into the client's devices) that run the model, all of one size.
+    public init(_ checkpoint: Checkpoint, client: PJRTClient, weights storage: String = "f32", kvCache: KVCacheStorage = .f32,
+                groups: [[Int]] = [[0]]) throws {
         let w = try ModelWeights(checkpoint)
         config = checkpoint.config
         self.client = client
@@ -30,7 +32,7 @@ public final class PJRTModel: @unchecked Sendable {
         for g in groups where !(g.allSatisfy { client.devices.indices.contains($0) } && Set(g).count == g.count) {
             throw PJRTError(code: -1, message: "devices \(g) asked for; the \(client.platform) client has \(client.deviceCount)")
         }
-        lowering = ModelLowering(w, storage: kind, partitions: n)
+        lowering = ModelLowering(w, storage: kind, kvStorage: kvCache, partitions: n)
         let arrays = ModelLowering.weightArrays(w, lowering)
         let shardings = lowering.weightShardings
         precondition(arrays.count == shardings.count, "weight arrays and declared arguments differ")

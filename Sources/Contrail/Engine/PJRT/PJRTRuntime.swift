@@ -186,11 +186,16 @@ extension PJRTClient {
         DeviceArray(try group.map { d throws(PJRTError) in try upload(values, shape: shape, device: d) })
     }
 
-    /// f32 zeros of `shape` on `group`, laid out as `sharding` says.
-    func zeros(_ shape: [Int], _ sharding: Sharding, on group: [Int]) throws(PJRTError) -> DeviceArray {
+    /// Zeros of `shape` and `element` (f32, bf16, i8) on `group`, laid out as `sharding` says.
+    func zeros(_ shape: [Int], _ element: String, _ sharding: Sharding, on group: [Int]) throws(PJRTError) -> DeviceArray {
         var part = shape
         if case .split(let d) = sharding { part[d] /= group.count }
-        return try upload([Float](repeating: 0, count: part.reduce(1, *)), shape: part, on: group)
+        let n = part.reduce(1, *)
+        switch element {
+        case "bf16": return try upload([BFloat16Bits](repeating: .zero, count: n), shape: part, on: group)
+        case "i8": return try upload([Int8](repeating: 0, count: n), shape: part, on: group)
+        default: return try upload([Float](repeating: 0, count: n), shape: part, on: group)
+        }
     }
 }
 
