@@ -345,37 +345,35 @@ struct ModelLowering {
         return w.concatenate([ra, rb], dimension: 2)
     }
 
-    /// Causal (and, on local layers, sliding-window) attention with grouped KV heads; [T, qDim].
+    /// Causal (and, on local layers, sliding-window) attention with grouped KV heads; [T, qDim]. Query heads
+    /// are grouped under their KV head ([T, KVH, G, hd]) and contracted per KV head, so keys and values are
+    /// never copied out to every query head.
     private func causalAttention(_ w: inout StableHLOWriter, _ q: HLOValue, _ k: HLOValue, _ v: HLOValue, layer l: Int) -> HLOValue {
         let c = config
-        let T = q.shape[0], H = c.headCount, G = c.kvGroupSize, D = c.headDim
-        func expand(_ t: HLOValue) -> HLOValue {
-            w.reshape(w.broadcast(t, to: [T, c.kvHeadCount, G, D], dims: [0, 1, 3]), [T, H, D])
-        }
-        let keys = expand(k), vals = expand(v)
-        var scores = w.dot(q, keys, batch: ([1], [1]), contract: ([2], [2]))  // [H, T, T]
-        scores = w.mul(scores, w.constant(Float(1 / c.queryPreAttnScalar.squareRoot()), [H, T, T]))
+        let T = q.shape[0], KVH = c.kvHeadCount, G = c.kvGroupSize, D = c.headDim
+        let grouped = w.reshape(q, [T, KVH, G, D])
+        var scores = w.dot(grouped, k, batch: ([1], [1]), contract: ([3], [2]))  // [KVH, T, G, T']
+        scores = w.mul(scores, w.constant(Float(1 / c.queryPreAttnScalar.squareRoot()), scores.shape))
         if let cap = c.attnLogitSoftcap { scores = softcap(&w, scores, Float(cap)) }
         let mask = visible(&w, query: w.iota([T, T], dimension: 0), key: w.iota([T, T], dimension: 1), layer: l)
-        let probs = maskedSoftmax(&w, scores, w.broadcast(mask, to: [H, T, T], dims: [1, 2]))
-        let out = w.dot(probs, vals, batch: ([0], [1]), contract: ([2], [0]))  // [H, T, D]
-        return w.reshape(w.transpose(out, [1, 0, 2]), [T, c.qDim])
+        let probs = maskedSoftmax(&w, scores, w.broadcast(mask, to: scores.shape, dims: [1, 3]))
+        let out = w.dot(probs, v, batch: ([0], [1]), contract: ([3], [0]))  // [KVH, T, G, D]
+        return w.reshape(w.transpose(out, [1, 0, 2, 3]), [T, c.qDim])
     }
 
-    /// One query per slot against its cache rows [B, S, KVH, hd], up to and including its position.
+    /// One query per slot against its cache rows [B, S, KVH, hd], up to and including its position,
+    /// grouped per KV head as in `causalAttention`.
     private func cacheAttention(_ w: inout StableHLOWriter, _ q: HLOValue, _ keys: HLOValue, _ vals: HLOValue, positions: HLOValue,
                                 layer l: Int) -> HLOValue {
         let c = config
-        let B = q.shape[0], S = keys.shape[1], H = c.headCount, G = c.kvGroupSize, D = c.headDim
-        func expand(_ t: HLOValue) -> HLOValue {
-            w.reshape(w.broadcast(t, to: [B, S, c.kvHeadCount, G, D], dims: [0, 1, 2, 4]), [B, S, H, D])
-        }
-        var scores = w.dot(q, expand(keys), batch: ([0, 1], [0, 2]), contract: ([2], [3]))  // [B, H, S]
-        scores = w.mul(scores, w.constant(Float(1 / c.queryPreAttnScalar.squareRoot()), [B, H, S]))
+        let B = q.shape[0], S = keys.shape[1], KVH = c.kvHeadCount, G = c.kvGroupSize, D = c.headDim
+        let grouped = w.reshape(q, [B, KVH, G, D])
+        var scores = w.dot(grouped, keys, batch: ([0, 1], [0, 2]), contract: ([3], [3]))  // [B, KVH, G, S]
+        scores = w.mul(scores, w.constant(Float(1 / c.queryPreAttnScalar.squareRoot()), scores.shape))
         if let cap = c.attnLogitSoftcap { scores = softcap(&w, scores, Float(cap)) }
         let mask = visible(&w, query: w.broadcast(positions, to: [B, S], dims: [0]), key: w.iota([B, S], dimension: 1), layer: l)
-        let probs = maskedSoftmax(&w, scores, w.broadcast(mask, to: [B, H, S], dims: [0, 2]))
-        let out = w.dot(probs, expand(vals), batch: ([0, 1], [0, 2]), contract: ([2], [1]))  // [B, H, D]
+        let probs = maskedSoftmax(&w, scores, w.broadcast(mask, to: scores.shape, dims: [0, 3]))
+        let out = w.dot(probs, vals, batch: ([0, 1], [0, 2]), contract: ([3], [1]))  // [B, KVH, G, D]
         return w.reshape(out, [B, c.qDim])
     }
 
