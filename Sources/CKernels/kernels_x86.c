@@ -98,28 +98,61 @@ float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
     return hsum(acc);
 }
 
-/// Eight consecutive bytes of `v` (from byte `at`) as f32, unsigned or signed.
+/// Eight consecutive bytes of `v` as f32, unsigned or signed.
 static inline __m256 u8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
 static inline __m256 i8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
 
-/// Writes 32 values q·d + m from the low (elements 0..15) and high (16..31) nibbles of `qs`.
-static inline void expand_nibbles(const uint8_t *qs, __m256 d, __m256 m, float *y) {
-    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    const __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-    _mm256_storeu_ps(y, _mm256_fmadd_ps(u8x8(lo), d, m));
-    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(u8x8(_mm_srli_si128(lo, 8)), d, m));
-    _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(u8x8(hi), d, m));
-    _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), d, m));
+// Row expansion, one group of 32 values at a time: `group_<type>(row, g, out)` gives values 32g..32g+31 of a
+// row as four vectors of eight. The row expansion stores exactly these and the fused kernels multiply them
+// in registers, so both paths compute the same numbers.
+typedef void (*group_fn)(const uint8_t *row, int64_t g, __m256 out[4]);
+
+/// 32 bytes → q·scale + bias for bytes 0..7, 8..15, 16..23, 24..31, unsigned.
+static inline void u8x32(__m128i a, __m128i b, __m256 scale, __m256 bias, __m256 out[4]) {
+    out[0] = _mm256_fmadd_ps(u8x8(a), scale, bias);
+    out[1] = _mm256_fmadd_ps(u8x8(_mm_srli_si128(a, 8)), scale, bias);
+    out[2] = _mm256_fmadd_ps(u8x8(b), scale, bias);
+    out[3] = _mm256_fmadd_ps(u8x8(_mm_srli_si128(b, 8)), scale, bias);
 }
 
-/// 32 bytes (as a 256-bit vector) → 32 f32 values v·scale + bias in four stores, signed or unsigned.
-static inline void expand32_u8(__m256i v, __m256 scale, __m256 bias, float *y) {
-    const __m128i a = _mm256_castsi256_si128(v), b = _mm256_extracti128_si256(v, 1);
-    _mm256_storeu_ps(y, _mm256_fmadd_ps(u8x8(a), scale, bias));
-    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(u8x8(_mm_srli_si128(a, 8)), scale, bias));
-    _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(u8x8(b), scale, bias));
-    _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(u8x8(_mm_srli_si128(b, 8)), scale, bias));
+/// 32 nibbles (low ones are elements 0..15, high ones 16..31) → q·d + m.
+static inline void nibbles(const uint8_t *qs, __m256 d, __m256 m, __m256 out[4]) {
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs), mask = _mm_set1_epi8(0x0F);
+    u8x32(_mm_and_si128(q, mask), _mm_and_si128(_mm_srli_epi16(q, 4), mask), d, m, out);
+}
+
+static inline void group_q4_0(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const uint8_t *w = row + g * 18;
+    const __m256 d = _mm256_set1_ps(ck_h2f(w));
+    nibbles(w + 2, d, _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)), out);
+}
+
+static inline void group_q4_1(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const uint8_t *w = row + g * 20;
+    nibbles(w + 4, _mm256_set1_ps(ck_h2f(w)), _mm256_set1_ps(ck_h2f(w + 2)), out);
+}
+
+static inline void group_q8_0(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const uint8_t *w = row + g * 34;
+    const __m256 d = _mm256_set1_ps(ck_h2f(w));
+    const __m128i q0 = _mm_loadu_si128((const __m128i *)(w + 2)), q1 = _mm_loadu_si128((const __m128i *)(w + 18));
+    out[0] = _mm256_mul_ps(i8x8(q0), d);
+    out[1] = _mm256_mul_ps(i8x8(_mm_srli_si128(q0, 8)), d);
+    out[2] = _mm256_mul_ps(i8x8(q1), d);
+    out[3] = _mm256_mul_ps(i8x8(_mm_srli_si128(q1, 8)), d);
+}
+
+static inline void group_q5_0(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const uint8_t *w = row + g * 22;
+    const __m256 d = _mm256_set1_ps(ck_h2f(w));
+    uint32_t qh;
+    memcpy(&qh, w + 2, 4);
+    // Bytes 0..31 of `bits` are 0x10 where the element's fifth bit is set.
+    const __m256i bits = fifth_bits(qh);
+    const __m128i q = _mm_loadu_si128((const __m128i *)(w + 6)), mask = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_or_si128(_mm_and_si128(q, mask), _mm256_castsi256_si128(bits));
+    const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm256_extracti128_si256(bits, 1));
+    u8x32(lo, hi, d, _mm256_mul_ps(d, _mm256_set1_ps(-16.0f)), out);
 }
 
 /// Q4_K's 6-bit sub-block scale and min `j` (0..7) from its 12 packed bytes.
@@ -133,111 +166,152 @@ static inline void k4_scale_min(int j, const uint8_t *q, float *sc, float *m) {
     }
 }
 
-/// One Q4_K super-block (256 values, 144 bytes): eight sub-blocks of 32 with their own scale and min.
-static inline void expand_q4_K(const uint8_t *w, float *y) {
+/// Q4_K super-blocks (256 values, 144 bytes) hold eight sub-blocks of 32 with their own scale and min;
+/// sub-blocks 2p and 2p+1 are the low and high nibbles of the same 32 bytes.
+static inline void group_q4_K(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const uint8_t *w = row + (g / 8) * 144;
+    const int j = (int)(g % 8);
     const float d = ck_h2f(w), dmin = ck_h2f(w + 2);
-    const uint8_t *scales = w + 4, *q = w + 16;
-    const __m256i mask = _mm256_set1_epi8(0x0F);
-    for (int pair = 0; pair < 4; pair++, q += 32, y += 64) {
-        float sc1, m1, sc2, m2;
-        k4_scale_min(2 * pair, scales, &sc1, &m1);
-        k4_scale_min(2 * pair + 1, scales, &sc2, &m2);
-        const __m256i bytes = _mm256_loadu_si256((const __m256i *)q);
-        expand32_u8(_mm256_and_si256(bytes, mask), _mm256_set1_ps(d * sc1), _mm256_set1_ps(-(dmin * m1)), y);
-        expand32_u8(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), _mm256_set1_ps(d * sc2), _mm256_set1_ps(-(dmin * m2)), y + 32);
-    }
+    float sc, m;
+    k4_scale_min(j, w + 4, &sc, &m);
+    const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * (j / 2))), mask = _mm256_set1_epi8(0x0F);
+    const __m256i v = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(bytes, 4) : bytes, mask);
+    u8x32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1), _mm256_set1_ps(d * sc), _mm256_set1_ps(-(dmin * m)), out);
 }
 
-/// Eight signed 6-bit values (already offset by −32) at byte `k`·8 of `v`, times `scale`.
-static inline __m256 q6_group(__m256i v, int k, float scale) {
-    const __m128i half = k < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
-    return _mm256_mul_ps(_mm256_set1_ps(scale), i8x8(k & 1 ? _mm_srli_si128(half, 8) : half));
-}
-
-/// One Q6_K super-block (256 values, 210 bytes): low 4 bits in ql, high 2 bits in qh, 16 int8 scales.
-static inline void expand_q6_K(const uint8_t *w, float *y) {
+/// Q6_K super-blocks (256 values, 210 bytes): low 4 bits in ql, high 2 bits in qh, 16 int8 scales, in two
+/// halves of 128; group j of a half takes its bits from these bytes and shifts.
+static inline void group_q6_K(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const uint8_t *w = row + (g / 8) * 210;
+    const int half = (int)(g % 8) / 4, j = (int)(g % 4);
     const float d = ck_h2f(w + 208);
-    const uint8_t *ql = w, *qh = w + 128;
-    const int8_t *sc = (const int8_t *)(w + 192);
-    const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3), offset = _mm256_set1_epi8(32);
-    for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, y += 128) {
-        const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-        const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
-        // Shifts within 16-bit lanes pull neighbouring bits in; the masks after them drop those.
-        __m256i q[4];
-        q[0] = _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_slli_epi16(_mm256_and_si256(h, low2), 4));
-        q[1] = _mm256_or_si256(_mm256_and_si256(l1, low4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), low2), 4));
-        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), low2), 4));
-        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), low2), 4));
-        for (int j = 0; j < 4; j++) {
-            const __m256i v = _mm256_sub_epi8(q[j], offset);
-            // Elements 0..15 of each group of 32 use scale 2j, 16..31 scale 2j+1 (as d·scale, then ·q).
-            for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 32 * j + 8 * k, q6_group(v, k, d * (float)sc[2 * j + (k >> 1)]));
-        }
+    const int8_t *sc = (const int8_t *)(w + 192) + 8 * half;
+    const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
+    const __m256i l = _mm256_loadu_si256((const __m256i *)(w + 64 * half + 32 * (j & 1)));
+    const __m256i h = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * half));
+    // Shifts within 16-bit lanes pull neighbouring bits in; the masks after them drop those.
+    const __m256i lo = _mm256_and_si256(j < 2 ? l : _mm256_srli_epi16(l, 4), low4);
+    const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * j), low2), 4);
+    const __m256i v = _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
+    // Elements 0..15 use scale 2j, 16..31 scale 2j+1 (as d·scale, then ·q).
+    const __m128i a = _mm256_castsi256_si128(v), b = _mm256_extracti128_si256(v, 1);
+    const __m256 s0 = _mm256_set1_ps(d * (float)sc[2 * j]), s1 = _mm256_set1_ps(d * (float)sc[2 * j + 1]);
+    out[0] = _mm256_mul_ps(s0, i8x8(a));
+    out[1] = _mm256_mul_ps(s0, i8x8(_mm_srli_si128(a, 8)));
+    out[2] = _mm256_mul_ps(s1, i8x8(b));
+    out[3] = _mm256_mul_ps(s1, i8x8(_mm_srli_si128(b, 8)));
+}
+
+static inline void group_f32(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const float *w = (const float *)row + 32 * g;
+    for (int k = 0; k < 4; k++) out[k] = _mm256_loadu_ps(w + 8 * k);
+}
+
+static inline void group_f16(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const uint8_t *w = row + 64 * g;
+    for (int k = 0; k < 4; k++) out[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16 * k)));
+}
+
+static inline void group_bf16(const uint8_t *row, int64_t g, __m256 out[4]) {
+    const uint8_t *w = row + 64 * g;
+    for (int k = 0; k < 4; k++)
+        out[k] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 16 * k))), 16));
+}
+
+/// The group function of `type`, or NULL (rows must also be whole groups of 32).
+static group_fn group_kernel(int type, int64_t cols) {
+    if (cols % 32 != 0) return NULL;
+    switch (type) {
+    case CK_F32: return group_f32;
+    case CK_F16: return group_f16;
+    case CK_BF16: return group_bf16;
+    case CK_Q4_0: return group_q4_0;
+    case CK_Q4_1: return group_q4_1;
+    case CK_Q5_0: return group_q5_0;
+    case CK_Q8_0: return group_q8_0;
+    case CK_Q4_K: return cols % 256 == 0 ? group_q4_K : NULL;
+    case CK_Q6_K: return cols % 256 == 0 ? group_q6_K : NULL;
+    default: return NULL;
     }
 }
 
-/// Expands one row of Q4_0/Q4_1/Q5_0/Q8_0 or Q4_K/Q6_K to f32 with SIMD (the scalar ck_dequantize costs as much
-/// as the matrix product it feeds for batched decode). Returns -1 for types it does not cover.
-int ck_dequantize_row_avx2(int type, const uint8_t *w, float *y, int64_t cols) {
-    const int64_t blocks = cols / 32;
-    if (cols % 32 != 0) return -1;
-    switch (type) {
-    case CK_Q4_K:
-        if (cols % 256 != 0) return -1;
-        for (int64_t b = 0; b < cols / 256; b++) expand_q4_K(w + b * 144, y + b * 256);
-        return 0;
-    case CK_Q6_K:
-        if (cols % 256 != 0) return -1;
-        for (int64_t b = 0; b < cols / 256; b++) expand_q6_K(w + b * 210, y + b * 256);
-        return 0;
-    case CK_Q4_0:
-        for (int64_t b = 0; b < blocks; b++, w += 18, y += 32) {
-            const __m256 d = _mm256_set1_ps(ck_h2f(w));
-            expand_nibbles(w + 2, d, _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)), y);
-        }
-        return 0;
-    case CK_Q4_1:
-        for (int64_t b = 0; b < blocks; b++, w += 20, y += 32)
-            expand_nibbles(w + 4, _mm256_set1_ps(ck_h2f(w)), _mm256_set1_ps(ck_h2f(w + 2)), y);
-        return 0;
-    case CK_Q8_0:
-        for (int64_t b = 0; b < blocks; b++, w += 34, y += 32) {
-            const __m256 d = _mm256_set1_ps(ck_h2f(w));
-            const __m128i q0 = _mm_loadu_si128((const __m128i *)(w + 2)), q1 = _mm_loadu_si128((const __m128i *)(w + 18));
-            _mm256_storeu_ps(y, _mm256_mul_ps(i8x8(q0), d));
-            _mm256_storeu_ps(y + 8, _mm256_mul_ps(i8x8(_mm_srli_si128(q0, 8)), d));
-            _mm256_storeu_ps(y + 16, _mm256_mul_ps(i8x8(q1), d));
-            _mm256_storeu_ps(y + 24, _mm256_mul_ps(i8x8(_mm_srli_si128(q1, 8)), d));
-        }
-        return 0;
-    case CK_Q5_0:
-        for (int64_t b = 0; b < blocks; b++, w += 22, y += 32) {
-            const __m256 d = _mm256_set1_ps(ck_h2f(w));
-            uint32_t qh;
-            memcpy(&qh, w + 2, 4);
-            // Bytes 0..31 of `bits` are 0x10 where the element's fifth bit is set.
-            const __m256i bits = fifth_bits(qh);
-            const __m128i q = _mm_loadu_si128((const __m128i *)(w + 6));
-            const __m128i mask = _mm_set1_epi8(0x0F);
-            const __m128i lo = _mm_or_si128(_mm_and_si128(q, mask), _mm256_castsi256_si128(bits));
-            const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm256_extracti128_si256(bits, 1));
-            const __m256 m = _mm256_mul_ps(d, _mm256_set1_ps(-16.0f));
-            _mm256_storeu_ps(y, _mm256_fmadd_ps(u8x8(lo), d, m));
-            _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(u8x8(_mm_srli_si128(lo, 8)), d, m));
-            _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(u8x8(hi), d, m));
-            _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), d, m));
-        }
-        return 0;
-    default:
-        return -1;
+/// Stores `groups` groups of a row; inlined per type (an indirect call per 32 values costs as much as them).
+static inline __attribute__((always_inline)) void expand_groups(group_fn fn, const uint8_t *w, float *y, int64_t groups) {
+    __m256 v[4];
+    for (int64_t g = 0; g < groups; g++, y += 32) {
+        fn(w, g, v);
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, v[k]);
     }
+}
+
+/// Expands one row to f32 with SIMD (the scalar ck_dequantize costs as much as the matrix product it feeds
+/// for batched decode). Returns -1 for types it does not cover.
+int ck_dequantize_row_avx2(int type, const uint8_t *w, float *y, int64_t cols) {
+    if (group_kernel(type, cols) == NULL) return -1;
+    const int64_t groups = cols / 32;
+    switch (type) {
+    case CK_F32: expand_groups(group_f32, w, y, groups); break;
+    case CK_F16: expand_groups(group_f16, w, y, groups); break;
+    case CK_BF16: expand_groups(group_bf16, w, y, groups); break;
+    case CK_Q4_0: expand_groups(group_q4_0, w, y, groups); break;
+    case CK_Q4_1: expand_groups(group_q4_1, w, y, groups); break;
+    case CK_Q5_0: expand_groups(group_q5_0, w, y, groups); break;
+    case CK_Q8_0: expand_groups(group_q8_0, w, y, groups); break;
+    case CK_Q4_K: expand_groups(group_q4_K, w, y, groups); break;
+    case CK_Q6_K: expand_groups(group_q6_K, w, y, groups); break;
+    default: return -1;
+    }
+    return 0;
 }
 
 int ck_expand_row(int type, const uint8_t *w, float *y, int64_t cols) {
     return ck_dequantize_row_avx2(type, w, y, cols) == 0 ? 0 : ck_dequantize(type, w, y, cols);
+}
+
+/// One or two rows against `V` (1..3) vectors with the rows expanded in registers, group by group: the
+/// same values and the same FMA order per (row, vector) as expanding the row and running dot1/dot2x4,
+/// without writing the row out and reading it back (that round trip cost as much as the products for a
+/// single vector). Inlined per type and per V so the group function and loops are specialised.
+static inline __attribute__((always_inline)) void fused_rows(group_fn fn, const uint8_t *w0, const uint8_t *w1, const float *const *x,
+                                                            const int V, int64_t groups, float out[2][3]) {
+    __m256 acc[2][3];
+    for (int r = 0; r < 2; r++)
+        for (int v = 0; v < 3; v++) acc[r][v] = _mm256_setzero_ps();
+    __m256 e0[4], e1[4];
+    for (int64_t g = 0; g < groups; g++) {
+        fn(w0, g, e0);
+        if (w1) fn(w1, g, e1);
+        for (int k = 0; k < 4; k++) {
+            for (int v = 0; v < V; v++) {
+                const __m256 xv = _mm256_loadu_ps(x[v] + 32 * g + 8 * k);
+                acc[0][v] = _mm256_fmadd_ps(e0[k], xv, acc[0][v]);
+                if (w1) acc[1][v] = _mm256_fmadd_ps(e1[k], xv, acc[1][v]);
+            }
+        }
+    }
+    for (int v = 0; v < V; v++) out[0][v] = hsum(acc[0][v]), out[1][v] = hsum(acc[1][v]);
+}
+
+#define CK_FUSED_CASES(V)                                                                                                 \
+    case CK_F32: fused_rows(group_f32, w0, w1, x, V, groups, out); break;                                                 \
+    case CK_F16: fused_rows(group_f16, w0, w1, x, V, groups, out); break;                                                 \
+    case CK_BF16: fused_rows(group_bf16, w0, w1, x, V, groups, out); break;                                               \
+    case CK_Q4_0: fused_rows(group_q4_0, w0, w1, x, V, groups, out); break;                                               \
+    case CK_Q4_1: fused_rows(group_q4_1, w0, w1, x, V, groups, out); break;                                               \
+    case CK_Q5_0: fused_rows(group_q5_0, w0, w1, x, V, groups, out); break;                                               \
+    case CK_Q8_0: fused_rows(group_q8_0, w0, w1, x, V, groups, out); break;                                               \
+    case CK_Q4_K: fused_rows(group_q4_K, w0, w1, x, V, groups, out); break;                                               \
+    case CK_Q6_K: fused_rows(group_q6_K, w0, w1, x, V, groups, out); break;
+
+/// `fused_rows` specialised by type and V; `w1` may be NULL (one row).
+static void fused_dispatch(int type, const uint8_t *w0, const uint8_t *w1, const float *const *x, int V, int64_t groups, float out[2][3]) {
+    if (V == 1) {
+        switch (type) { CK_FUSED_CASES(1) }
+    } else if (V == 2) {
+        switch (type) { CK_FUSED_CASES(2) }
+    } else {
+        switch (type) { CK_FUSED_CASES(3) }
+    }
 }
 
 /// Two expanded rows against four activation vectors: 8 accumulators, 6 loads per 8 FMAs (a 2×4
@@ -276,8 +350,23 @@ static inline float dot1(const float *row, const float *x, int64_t n) {
 /// (2 × cols floats) and multiply them with the activation vectors four at a time.
 int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
                           float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {
-    float *b0 = buf, *b1 = buf + cols;
     const uint8_t *end = w + row_end * row_bytes;
+    if (batch <= 3 && group_kernel(type, cols) != NULL) {
+        // Few vectors: rows expanded in registers, two at a time (see fused_rows).
+        const float *xs[3] = {x, x + x_stride, x + 2 * x_stride};
+        float out[2][3];
+        for (int64_t r = row_begin; r < row_end; r += 2) {
+            const int pair = r + 1 < row_end;
+            ck_prefetch_ahead(w + r * row_bytes, (pair ? 2 : 1) * row_bytes, CK_PREFETCH_BYTES, end);
+            fused_dispatch(type, w + r * row_bytes, pair ? w + (r + 1) * row_bytes : NULL, xs, (int)batch, cols / 32, out);
+            for (int64_t b = 0; b < batch; b++) {
+                y[b * y_stride + r] = out[0][b];
+                if (pair) y[b * y_stride + r + 1] = out[1][b];
+            }
+        }
+        return 0;
+    }
+    float *b0 = buf, *b1 = buf + cols;
     for (int64_t r = row_begin; r < row_end; r += 2) {
         const int pair = r + 1 < row_end;
         ck_prefetch_ahead(w + r * row_bytes, (pair ? 2 : 1) * row_bytes, CK_PREFETCH_BYTES, end);

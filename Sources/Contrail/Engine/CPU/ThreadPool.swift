@@ -129,17 +129,29 @@ final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// Splits `0..<count` into one contiguous range per thread and runs them in parallel.
-    func parallelFor(_ count: Int, minimumPerThread: Int = 1, _ body: (Range<Int>) -> Void) {
+    /// The next piece of the current `parallelFor`.
+    private let nextPiece = Atomic<Int>(0)
+
+    /// Runs `body` over `0..<count` in contiguous pieces on all threads. Pieces (about four per thread, at
+    /// least `minimumPerThread` long, multiples of `alignment`) are taken from a shared counter, so a
+    /// thread slowed by something else on its core leaves more of the work to the others instead of
+    /// holding up the step.
+    func parallelFor(_ count: Int, minimumPerThread: Int = 1, alignment: Int = 1, _ body: (Range<Int>) -> Void) {
         let n = min(threads, max(1, count / max(1, minimumPerThread)))
         if n <= 1 {
             body(0..<count)
             return
         }
+        var piece = max(minimumPerThread, (count + 4 * n - 1) / (4 * n))
+        piece = (piece + alignment - 1) / alignment * alignment
+        nextPiece.store(0, ordering: .relaxed)
         run { i in
             guard i < n else { return }
-            let lo = count * i / n, hi = count * (i + 1) / n
-            if lo < hi { body(lo..<hi) }
+            while true {
+                let lo = nextPiece.wrappingAdd(1, ordering: .relaxed).oldValue * piece
+                guard lo < count else { return }
+                body(lo..<min(count, lo + piece))
+            }
         }
     }
 }
