@@ -266,6 +266,10 @@ struct ServeCommand: ParsableCommand {
         let t1 = contrail_now_ns()
         try orchestrator.warmUp()
         log("warmed up in \(format1(Double(contrail_now_ns() - t1) / 1e9)) s (prefill buckets \(orchestrator.buckets.map(String.init).joined(separator: ",")))")
+        if let p = engine as? PJRTEngine {
+            let c = p.model.compiled
+            log("PJRT: compiled \(c.programs) programs (prefill and insert per bucket, the decode step) in \(format1(c.seconds)) s")
+        }
         orchestrator.start()
         return orchestrator
     }

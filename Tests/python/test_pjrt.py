@@ -37,6 +37,8 @@ def test_generate_on_the_pjrt_backend(pjrt):
     assert post(pjrt, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
     log = pjrt.output()
     assert "PJRT plugin" in log and "cpu, " in log and "warmed up" in log
+    # prefill and insert for buckets 16, 32, 64, and the decode step greedy, sampling on the device, host logits
+    assert "PJRT: compiled 9 programs" in log, log
 
 
 def test_grpc_decode_streams_equal_the_cpu_backend(pjrt, stubs):

@@ -24,10 +24,14 @@ public protocol Engine: AnyObject {
     /// One decode step over every live slot: the next token of each.
     func generate() throws -> [SlotToken]
     func free(slot: Int)
+    /// Warm-up: prepares what the first requests would otherwise wait for (PJRT: compiles every variant
+    /// of the decode step; prefill and insert are compiled by warming each bucket).
+    func prepare() throws
 }
 
 extension Engine {
     public func transfer(_ prefix: Prefix) throws -> Prefix { prefix }
+    public func prepare() throws {}
 
     /// A prompt without padding.
     public func prefill(_ tokens: [Int32], sampling: SamplingParams) throws -> Prefix {

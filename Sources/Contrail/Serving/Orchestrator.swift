@@ -82,6 +82,7 @@ public final class Orchestrator: @unchecked Sendable {
             prefix = p
         }
         guard let prefix else { return }
+        try engine.prepare()
         for s in 0..<engine.slotCount { try engine.insert(prefix, slot: s) }
         _ = try engine.generate()
         for s in 0..<engine.slotCount { engine.free(slot: s) }

@@ -177,6 +177,15 @@ public final class PJRTEngine: Engine {
         return result
     }
 
+    /// Compiles the decode step for each way a step can sample (greedy, on the device, host logits), so a
+    /// sampled request after warm-up never waits for a compile in the generate loop.
+    public func prepare() throws {
+        let (B, S) = (slotCount, maxCacheLength)
+        for mode in [ModelLowering.StepSampling.greedy, .device, .hostLogits] {
+            _ = try model.program("generate \(B)x\(S) \(mode)", on: generateDevices) { $0.generate(slots: B, cacheLength: S, sampling: mode) }
+        }
+    }
+
     public func free(slot: Int) {
         guard slot >= 0 && slot < slotCount else { return }
         slots[slot] = Slot()

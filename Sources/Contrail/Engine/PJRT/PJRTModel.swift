@@ -1,3 +1,5 @@
+import CShims
+
 /// A model on PJRT devices: weights uploaded once to each device group that runs it (prefill and generate
 /// groups differ when serving disaggregated) — whole on one device, or cut across a tensor-parallel group
 /// as the programs' shardings say — and programs compiled from `ModelLowering` on first use per shape.
@@ -13,6 +15,12 @@ public final class PJRTModel: @unchecked Sendable {
     public var partitions: Int { lowering.partitions }
     /// Compiled programs by role, shape and group ("prefill 64 @[0, 1]"), so a step never rebuilds its text.
     private let programs = Locked<[String: PJRTExecutable]>([:])
+    private let compileTime = Locked<(programs: Int, nanos: UInt64)>((0, 0))
+
+    /// Programs lowered and compiled so far, and the seconds that took.
+    public var compiled: (programs: Int, seconds: Double) {
+        compileTime.withLock { ($0.programs, Double($0.nanos) / 1e9) }
+    }
 
     /// `weights`: f32, bf16 (half the device memory) or int8 with per-row scales (a quarter); `kvCache`:
     /// how decode caches are stored (f32, bf16, int8 with per-token scales). `groups`: the device groups
@@ -69,7 +77,10 @@ public final class PJRTModel: @unchecked Sendable {
     func program(_ key: String, on group: [Int], _ lower: (ModelLowering) -> String) throws(PJRTError) -> PJRTExecutable {
         let fullKey = "\(key) @\(group)"
         if let e = programs.withLock({ $0[fullKey] }) { return e }
+        let start = contrail_now_ns()
         let e = try client.compile(lower(lowering), devices: group.count == 1 ? [group[0]] : group)
+        let spent = contrail_now_ns() - start
+        compileTime.withLock { $0 = ($0.programs + 1, $0.nanos + spent) }
         programs.withLock { $0[fullKey] = e }
         return e
     }
