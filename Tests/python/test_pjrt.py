@@ -33,6 +33,14 @@ def post(s, body):
     return int(status), json.loads(text)
 
 
+def decode_count(stubs, port):
+    """Token ids of a short greedy gRPC Decode of a text prompt."""
+    pb, pbg = stubs["js"], stubs["js_grpc"]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        req = pb.DecodeRequest(text_content=pb.DecodeRequest.TextContent(text="Count: one, two,"), max_tokens=8)
+        return [i for r in pbg.OrchestratorStub(ch).Decode(req, timeout=120) for i in r.stream_content.samples[0].token_ids]
+
+
 def test_generate_on_the_pjrt_backend(pjrt):
     assert post(pjrt, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
     log = pjrt.output()
@@ -84,19 +92,12 @@ def test_bad_plugin_is_a_clear_startup_error(tmp_path):
 def test_disaggregated_serving_on_two_devices(pjrt, stubs):
     """--pjrt-disaggregate: prefill on device 0, decode on device 1 (the transfer thread moves each
     prefix); the answers equal the single-device server's."""
-    pb, pbg = stubs["js"], stubs["js_grpc"]
     s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--kv-cache", "f32", "--pjrt-cpu-devices", "2",
                              "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"], test_services=False)
     try:
         assert "prefill on devices [0], decode on devices [1]" in s.output()
         assert post(s, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
-
-        def decode(port):
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                req = pb.DecodeRequest(text_content=pb.DecodeRequest.TextContent(text="Count: one, two,"), max_tokens=8)
-                return [i for r in pbg.OrchestratorStub(ch).Decode(req, timeout=120) for i in r.stream_content.samples[0].token_ids]
-
-        assert decode(s.grpc_port) == decode(pjrt.grpc_port)
+        assert decode_count(stubs, s.grpc_port) == decode_count(stubs, pjrt.grpc_port)
     finally:
         assert s.stop() == 0, s.output()
     # One device is not enough to disaggregate.
@@ -109,7 +110,6 @@ def test_tensor_parallel_serving(pjrt, stubs):
     """--pjrt-tensor-parallel 2 with --pjrt-disaggregate on four CPU devices: every program partitioned over
     two devices (prefill on 0-1, decode on 2-3, the prefix's parts moved device to device); the answers
     equal the single-device server's."""
-    pb, pbg = stubs["js"], stubs["js_grpc"]
     s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--kv-cache", "f32", "--pjrt-cpu-devices", "4",
                              "--pjrt-tensor-parallel", "2", "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"],
                       test_services=False)
@@ -118,13 +118,7 @@ def test_tensor_parallel_serving(pjrt, stubs):
         assert "tensor-parallel over 2 devices per group" in log and "prefill on devices [0, 1], decode on devices [2, 3]" in log
         assert "device memory per device" in log
         assert post(s, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
-
-        def decode(port):
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                req = pb.DecodeRequest(text_content=pb.DecodeRequest.TextContent(text="Count: one, two,"), max_tokens=8)
-                return [i for r in pbg.OrchestratorStub(ch).Decode(req, timeout=120) for i in r.stream_content.samples[0].token_ids]
-
-        assert decode(s.grpc_port) == decode(pjrt.grpc_port)
+        assert decode_count(stubs, s.grpc_port) == decode_count(stubs, pjrt.grpc_port)
     finally:
         assert s.stop() == 0, s.output()
     few = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-cpu-devices", "2", "--pjrt-tensor-parallel", "4"],
