@@ -25,7 +25,8 @@ class ServerProcess:
     """`contrail serve` on free ports. It listens at once; with `wait_ready` the constructor also waits
     until /healthcheck says the model is loaded and warmed up."""
 
-    def __init__(self, extra=(), tls=None, wait_ready=True, test_services=True):
+    def __init__(self, extra=(), tls=None, wait_ready=True, test_services=True, ready_seconds=90):
+        self.ready_seconds = ready_seconds
         self.http_port = free_port()
         self.grpc_port = free_port()
         args = [BIN, "serve", "--host", "127.0.0.1", "--http-port", str(self.http_port),
@@ -55,11 +56,13 @@ class ServerProcess:
         else:
             raise RuntimeError("contrail serve did not start listening")
         if wait_ready:
-            self.wait_ready(deadline)
+            self.wait_ready()
 
     def wait_ready(self, deadline=None):
-        deadline = deadline or time.time() + 60
-        while time.time() < deadline + 40:
+        """Until /healthcheck says 200; `ready_seconds` after starting to listen (PJRT servers compile every
+        program during warm-up, which takes minutes in a debug build)."""
+        deadline = deadline or time.time() + self.ready_seconds
+        while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"contrail serve exited {self.proc.returncode}: {self.output()}")
             try:

@@ -13,6 +13,9 @@ from conftest import BIN, ServerProcess
 HOME = os.environ.get("CONTRAIL_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "contrail")
 PLUGIN = os.path.join(HOME, "fixtures", "pjrt_c_api_cpu_plugin.so")
 CAPITAL = "What is the capital of France?"
+# Loading (bf16/int8 conversion) and compiling every prefill bucket, insert and decode-step variant take
+# minutes in a debug build on 2 cores.
+PJRT_READY = 300
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def pjrt():
     # int8 are checked in Swift).
     s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--kv-cache", "f32", "--batch-size", "4",
                              "--max-cache-length", "128"],
-                      test_services=False)
+                      test_services=False, ready_seconds=PJRT_READY)
     yield s
     assert s.stop() == 0, s.output()
 
@@ -70,7 +73,7 @@ def test_grpc_decode_streams_equal_the_cpu_backend(pjrt, stubs):
         t.start()
     for t in threads:
         t.join(timeout=180)
-    cpu = ServerProcess(extra=["--batch-size", "1", "--max-cache-length", "128"], test_services=False)
+    cpu = ServerProcess(extra=["--batch-size", "1", "--max-cache-length", "128"], test_services=False, ready_seconds=PJRT_READY)
     try:
         expected = [decode(cpu.grpc_port, p) for p in prompts]
     finally:
@@ -84,7 +87,7 @@ def test_bad_plugin_is_a_clear_startup_error(tmp_path):
     not_a_plugin.write_text("not an ELF file")
     for path, message in [("/nonexistent/libtpu.so", "cannot load PJRT plugin /nonexistent/libtpu.so"),
                           (str(not_a_plugin), "cannot load PJRT plugin")]:
-        s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", path], wait_ready=False, test_services=False)
+        s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", path], wait_ready=False, test_services=False, ready_seconds=PJRT_READY)
         assert s.proc.wait(timeout=60) == 1
         assert message in s.output(), s.output()
 
@@ -93,7 +96,7 @@ def test_disaggregated_serving_on_two_devices(pjrt, stubs):
     """--pjrt-disaggregate: prefill on device 0, decode on device 1 (the transfer thread moves each
     prefix); the answers equal the single-device server's."""
     s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--kv-cache", "f32", "--pjrt-cpu-devices", "2",
-                             "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"], test_services=False)
+                             "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"], test_services=False, ready_seconds=PJRT_READY)
     try:
         assert "prefill on devices [0], decode on devices [1]" in s.output()
         assert post(s, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
@@ -102,7 +105,7 @@ def test_disaggregated_serving_on_two_devices(pjrt, stubs):
         assert s.stop() == 0, s.output()
     # One device is not enough to disaggregate.
     one = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-cpu-devices", "1", "--pjrt-disaggregate"],
-                        wait_ready=False, test_services=False)
+                        wait_ready=False, test_services=False, ready_seconds=PJRT_READY)
     assert one.proc.wait(timeout=60) == 1 and "--pjrt-disaggregate needs 2 devices; the cpu client has 1" in one.output()
 
 
@@ -112,7 +115,7 @@ def test_tensor_parallel_serving(pjrt, stubs):
     equal the single-device server's."""
     s = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-weights", "f32", "--kv-cache", "f32", "--pjrt-cpu-devices", "4",
                              "--pjrt-tensor-parallel", "2", "--pjrt-disaggregate", "--batch-size", "2", "--max-cache-length", "128"],
-                      test_services=False)
+                      test_services=False, ready_seconds=PJRT_READY)
     try:
         log = s.output()
         assert "tensor-parallel over 2 devices per group" in log and "prefill on devices [0, 1], decode on devices [2, 3]" in log
@@ -122,7 +125,7 @@ def test_tensor_parallel_serving(pjrt, stubs):
     finally:
         assert s.stop() == 0, s.output()
     few = ServerProcess(extra=["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--pjrt-cpu-devices", "2", "--pjrt-tensor-parallel", "4"],
-                        wait_ready=False, test_services=False)
+                        wait_ready=False, test_services=False, ready_seconds=PJRT_READY)
     assert few.proc.wait(timeout=60) == 1 and "--pjrt-tensor-parallel 4 needs 4 devices; the cpu client has 2" in few.output()
     bad = subprocess.run([BIN, "serve", "--backend", "pjrt", "--pjrt-tensor-parallel", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--pjrt-tensor-parallel must be at least 1" in bad.stderr
@@ -135,7 +138,7 @@ def test_kv_cache_storage_on_both_backends():
     for extra, logged in [(["--quantize_kv_cache=True"], "KV caches: int8"),
                           (["--backend", "pjrt", "--pjrt-plugin", PLUGIN, "--kv-cache", "int8"], "(int8)"),
                           (["--backend", "pjrt", "--pjrt-plugin", PLUGIN], "(bf16)")]:
-        s = ServerProcess(extra=extra + ["--batch-size", "2", "--max-cache-length", "128"], test_services=False)
+        s = ServerProcess(extra=extra + ["--batch-size", "2", "--max-cache-length", "128"], test_services=False, ready_seconds=PJRT_READY)
         try:
             assert logged in s.output(), s.output()
             assert post(s, {"prompt": CAPITAL, "max_tokens": 20}) == (200, {"response": "The capital of France is Paris."})
