@@ -218,21 +218,18 @@ static inline void group_bf16(const uint8_t *row, int64_t g, __m256 out[4]) {
         out[k] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 16 * k))), 16));
 }
 
-/// The group function of `type`, or NULL (rows must also be whole groups of 32).
+/// The types with a group function: X(type, function, values per block). The lookup, the row expansion and
+/// the fused kernels are all generated from this one list.
+#define CK_GROUP_TYPES(X)                                                                                                 \
+    X(CK_F32, group_f32, 32) X(CK_F16, group_f16, 32) X(CK_BF16, group_bf16, 32) X(CK_Q4_0, group_q4_0, 32)            \
+    X(CK_Q4_1, group_q4_1, 32) X(CK_Q5_0, group_q5_0, 32) X(CK_Q8_0, group_q8_0, 32) X(CK_Q4_K, group_q4_K, 256)        \
+    X(CK_Q6_K, group_q6_K, 256)
+
+/// The group function of `type`, or NULL (rows must also be whole blocks).
 static group_fn group_kernel(int type, int64_t cols) {
-    if (cols % 32 != 0) return NULL;
-    switch (type) {
-    case CK_F32: return group_f32;
-    case CK_F16: return group_f16;
-    case CK_BF16: return group_bf16;
-    case CK_Q4_0: return group_q4_0;
-    case CK_Q4_1: return group_q4_1;
-    case CK_Q5_0: return group_q5_0;
-    case CK_Q8_0: return group_q8_0;
-    case CK_Q4_K: return cols % 256 == 0 ? group_q4_K : NULL;
-    case CK_Q6_K: return cols % 256 == 0 ? group_q6_K : NULL;
-    default: return NULL;
-    }
+#define CK_LOOKUP(t, fn, block) case t: return cols % block == 0 ? fn : NULL;
+    switch (type) { CK_GROUP_TYPES(CK_LOOKUP) default: return NULL; }
+#undef CK_LOOKUP
 }
 
 /// Stores `groups` groups of a row; inlined per type (an indirect call per 32 values costs as much as them).
@@ -248,19 +245,9 @@ static inline __attribute__((always_inline)) void expand_groups(group_fn fn, con
 /// for batched decode). Returns -1 for types it does not cover.
 int ck_dequantize_row_avx2(int type, const uint8_t *w, float *y, int64_t cols) {
     if (group_kernel(type, cols) == NULL) return -1;
-    const int64_t groups = cols / 32;
-    switch (type) {
-    case CK_F32: expand_groups(group_f32, w, y, groups); break;
-    case CK_F16: expand_groups(group_f16, w, y, groups); break;
-    case CK_BF16: expand_groups(group_bf16, w, y, groups); break;
-    case CK_Q4_0: expand_groups(group_q4_0, w, y, groups); break;
-    case CK_Q4_1: expand_groups(group_q4_1, w, y, groups); break;
-    case CK_Q5_0: expand_groups(group_q5_0, w, y, groups); break;
-    case CK_Q8_0: expand_groups(group_q8_0, w, y, groups); break;
-    case CK_Q4_K: expand_groups(group_q4_K, w, y, groups); break;
-    case CK_Q6_K: expand_groups(group_q6_K, w, y, groups); break;
-    default: return -1;
-    }
+#define CK_EXPAND(t, fn, block) case t: expand_groups(fn, w, y, cols / 32); break;
+    switch (type) { CK_GROUP_TYPES(CK_EXPAND) }
+#undef CK_EXPAND
     return 0;
 }
 
@@ -292,26 +279,21 @@ static inline __attribute__((always_inline)) void fused_rows(group_fn fn, const 
     for (int v = 0; v < V; v++) out[0][v] = hsum(acc[0][v]), out[1][v] = hsum(acc[1][v]);
 }
 
-#define CK_FUSED_CASES(V)                                                                                                 \
-    case CK_F32: fused_rows(group_f32, w0, w1, x, V, groups, out); break;                                                 \
-    case CK_F16: fused_rows(group_f16, w0, w1, x, V, groups, out); break;                                                 \
-    case CK_BF16: fused_rows(group_bf16, w0, w1, x, V, groups, out); break;                                               \
-    case CK_Q4_0: fused_rows(group_q4_0, w0, w1, x, V, groups, out); break;                                               \
-    case CK_Q4_1: fused_rows(group_q4_1, w0, w1, x, V, groups, out); break;                                               \
-    case CK_Q5_0: fused_rows(group_q5_0, w0, w1, x, V, groups, out); break;                                               \
-    case CK_Q8_0: fused_rows(group_q8_0, w0, w1, x, V, groups, out); break;                                               \
-    case CK_Q4_K: fused_rows(group_q4_K, w0, w1, x, V, groups, out); break;                                               \
-    case CK_Q6_K: fused_rows(group_q6_K, w0, w1, x, V, groups, out); break;
-
 /// `fused_rows` specialised by type and V; `w1` may be NULL (one row).
 static void fused_dispatch(int type, const uint8_t *w0, const uint8_t *w1, const float *const *x, int V, int64_t groups, float out[2][3]) {
+#define CK_FUSED_1(t, fn, block) case t: fused_rows(fn, w0, w1, x, 1, groups, out); break;
+#define CK_FUSED_2(t, fn, block) case t: fused_rows(fn, w0, w1, x, 2, groups, out); break;
+#define CK_FUSED_3(t, fn, block) case t: fused_rows(fn, w0, w1, x, 3, groups, out); break;
     if (V == 1) {
-        switch (type) { CK_FUSED_CASES(1) }
+        switch (type) { CK_GROUP_TYPES(CK_FUSED_1) }
     } else if (V == 2) {
-        switch (type) { CK_FUSED_CASES(2) }
+        switch (type) { CK_GROUP_TYPES(CK_FUSED_2) }
     } else {
-        switch (type) { CK_FUSED_CASES(3) }
+        switch (type) { CK_GROUP_TYPES(CK_FUSED_3) }
     }
+#undef CK_FUSED_1
+#undef CK_FUSED_2
+#undef CK_FUSED_3
 }
 
 /// Two expanded rows against four activation vectors: 8 accumulators, 6 loads per 8 FMAs (a 2×4
@@ -346,8 +328,9 @@ static inline float dot1(const float *row, const float *x, int64_t n) {
     return sum;
 }
 
-/// Any batch (decode slots, prefill chunks): expand weight rows two at a time into `buf`
-/// (2 × cols floats) and multiply them with the activation vectors four at a time.
+/// Any batch (decode slots, prefill chunks), two weight rows at a time: for one to three vectors the rows
+/// are expanded in registers (fused_rows); for more, into `buf` (2 × cols floats) and multiplied with the
+/// vectors four at a time. Both give every (row, vector) pair the same arithmetic.
 int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride,
                           float *y, int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end, float *buf) {
     const uint8_t *end = w + row_end * row_bytes;

@@ -91,10 +91,8 @@ public final class CPUEngine: Engine {
         var sampler = Sampler(.greedy)
     }
 
-    /// How slots keep their KV caches (prefill computes in f32; a prefix is converted as it is inserted).
-    public let kvStorage: KVCacheStorage
-
-    /// `threads`: compute threads (default: one per core).
+    /// `threads`: compute threads (default: one per core); `kvCache`: how slots keep their KV caches
+    /// (prefill computes in f32; a prefix is converted as it is inserted).
     public init(_ checkpoint: Checkpoint, slots: Int = 1, maxCacheLength: Int? = nil, maxPrefillLength: Int? = nil,
                 threads: Int = ServerConfig.cores, kvCache: KVCacheStorage = .f32) throws {
         pool = ThreadPool(threads: threads)
@@ -114,7 +112,6 @@ public final class CPUEngine: Engine {
                          threads: pool.threads)
         let c = config
         let capacity = self.maxCacheLength
-        kvStorage = kvCache
         self.slots = (0..<slotCount).map { _ in Slot(cache: KVCache(layers: c.layerCount, capacity: capacity, kvDim: c.kvDim, storage: kvCache)) }
     }
 

@@ -40,6 +40,7 @@ enum CPUKernels {
                        batch: Int, scales: UnsafePointer<Float>?, pool: ThreadPool) {
         let t = w.tensor
         let type = ggmlType(t.type)
+        // Pieces of whole row pairs: the kernels take two rows at a time.
         pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns * batch)), alignment: 2) { r in
             _ = ck_matmul(type, t.data, Int64(t.rowBytes), Int64(t.columns), x, Int64(xStride), y, Int64(yStride), Int64(batch),
                           Int64(r.lowerBound), Int64(r.upperBound))

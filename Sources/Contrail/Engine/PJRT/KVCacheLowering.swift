@@ -34,11 +34,13 @@ struct KVCacheLowering {
         arrays.enumerated().map { i, a in w.argument(a.shape, a.element, donatedTo: firstResult.map { $0 + i }, sharding: a.sharding) }
     }
 
+    /// Where the keys' (or values') array stands in `arrays`; int8 scales follow it.
+    private func first(values: Bool) -> Int { values ? (storage == .int8 ? 2 : 1) : 0 }
+
     /// Keys (`values: false`) or values written into `caches` at `at` (layer, slot, position, 0): `block`
     /// is f32 [layers', slots', positions', kvDim], converted or quantized per token as stored.
     func write(_ w: inout StableHLOWriter, _ caches: inout [HLOValue], values: Bool, _ block: HLOValue, at: [HLOValue]) {
-        let per = storage == .int8 ? 2 : 1
-        let i = values ? per : 0
+        let i = first(values: values)
         switch storage {
         case .f32: caches[i] = w.dynamicUpdateSlice(caches[i], block, at)
         case .bf16: caches[i] = w.dynamicUpdateSlice(caches[i], w.convert(block, to: "bf16"), at)
@@ -57,8 +59,7 @@ struct KVCacheLowering {
 
     /// Layer `l`'s keys or values as f32 [slots, length, kvDim].
     func read(_ w: inout StableHLOWriter, _ caches: [HLOValue], values: Bool, layer l: Int) -> HLOValue {
-        let per = storage == .int8 ? 2 : 1
-        let i = values ? per : 0
+        let i = first(values: values)
         let (B, S) = (slots, length)
         let stored = w.reshape(w.slice(caches[i], start: [l, 0, 0, 0], limit: [l + 1, B, S, kvDim]), [B, S, kvDim])
         switch storage {

@@ -135,7 +135,7 @@ public final class PJRTEngine: Engine {
             mode = params.allSatisfy(\.isGreedy) ? .greedy : .device
         }
         let group = generateDevices
-        let exe = try model.program("generate \(B)x\(S) \(mode)", on: group) { $0.generate(slots: B, cacheLength: S, sampling: mode) }
+        let exe = try stepProgram(mode)
         let tokens = slots.map { $0.live ? $0.lastToken : 0 }
         let positions = slots.map { Int32($0.live ? $0.length : 0) }
         var arguments = try model.weights(on: group)
@@ -180,10 +180,13 @@ public final class PJRTEngine: Engine {
     /// Compiles the decode step for each way a step can sample (greedy, on the device, host logits), so a
     /// sampled request after warm-up never waits for a compile in the generate loop.
     public func prepare() throws {
+        for mode in [ModelLowering.StepSampling.greedy, .device, .hostLogits] { _ = try stepProgram(mode) }
+    }
+
+    /// The decode step over all slots on the generate devices, sampling as `mode` says.
+    private func stepProgram(_ mode: ModelLowering.StepSampling) throws(PJRTError) -> PJRTExecutable {
         let (B, S) = (slotCount, maxCacheLength)
-        for mode in [ModelLowering.StepSampling.greedy, .device, .hostLogits] {
-            _ = try model.program("generate \(B)x\(S) \(mode)", on: generateDevices) { $0.generate(slots: B, cacheLength: S, sampling: mode) }
-        }
+        return try model.program("generate \(B)x\(S) \(mode)", on: generateDevices) { $0.generate(slots: B, cacheLength: S, sampling: mode) }
     }
 
     public func free(slot: Int) {

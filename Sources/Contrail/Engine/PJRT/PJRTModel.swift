@@ -44,9 +44,7 @@ public final class PJRTModel: @unchecked Sendable {
         let arrays = ModelLowering.weightArrays(w, lowering)
         let shardings = lowering.weightShardings
         precondition(arrays.count == shardings.count, "weight arrays and declared arguments differ")
-        weightBytes = zip(arrays, shardings).reduce(0) { sum, e in
-            sum + e.0.0.part(0, of: n, shape: e.0.1, e.1).0.byteCount
-        }
+        weightBytes = zip(arrays, shardings).reduce(0) { sum, e in sum + e.0.0.byteCount / (e.1 == .replicated ? 1 : n) }
         let frequencies = lowering.inverseFrequencies(frequencyFactors: w.ropeFrequencyFactors?.floats())
         var perGroup: [[Int]: [DeviceArray]] = [:]
         for g in Set(groups) {
@@ -78,7 +76,7 @@ public final class PJRTModel: @unchecked Sendable {
         let fullKey = "\(key) @\(group)"
         if let e = programs.withLock({ $0[fullKey] }) { return e }
         let start = contrail_now_ns()
-        let e = try client.compile(lower(lowering), devices: group.count == 1 ? [group[0]] : group)
+        let e = try client.compile(lower(lowering), devices: group)
         let spent = contrail_now_ns() - start
         compileTime.withLock { $0 = ($0.programs + 1, $0.nanos + spent) }
         programs.withLock { $0[fullKey] = e }
