@@ -163,6 +163,33 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
     return rc;
 }
 
+void ck_quantize_q8_generic(const float *x, int64_t cols, void *out);
+void ck_quantize_q8_avx2(const float *x, int64_t cols, void *out);
+int ck_matmul_q8_generic(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
+                         int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
+int ck_matmul_q8_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y,
+                      int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
+
+void ck_quantize_q8(const float *x, int64_t cols, void *out) {
+#if defined(__x86_64__)
+    if (!forced_generic && ck_has_avx2()) {
+        ck_quantize_q8_avx2(x, cols, out);
+        return;
+    }
+#endif
+    ck_quantize_q8_generic(x, cols, out);
+}
+
+int ck_matmul_q8(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
+                 int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end) {
+#if defined(__x86_64__)
+    if (!forced_generic && ck_has_avx2())
+        return ck_matmul_q8_avx2(type, (const uint8_t *)w, row_bytes, cols, (const uint8_t *)xq, xq_stride, y, y_stride, batch, row_begin,
+                                 row_end);
+#endif
+    return ck_matmul_q8_generic(type, w, row_bytes, cols, xq, xq_stride, y, y_stride, batch, row_begin, row_end);
+}
+
 void ck_attention(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
                   const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
                   float *scores, float *out) {

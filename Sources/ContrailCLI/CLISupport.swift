@@ -47,3 +47,5 @@ struct SamplingOptions: ParsableArguments {
 
     var params: SamplingParams { SamplingParams(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed) }
 }
+
+extension ActivationPrecision: ExpressibleByArgument {}

@@ -17,6 +17,7 @@ struct EngineBenchCommand: ParsableCommand {
     @Option(name: .long, help: "Decode steps per batch measurement.") var steps = 32
     @Option(name: .long, help: "Backend: cpu or pjrt.") var backend = "cpu"
     @Option(name: .customLong("pjrt-plugin"), help: "PJRT plugin for --backend pjrt.") var pjrtPlugin: String?
+    @Option(name: .long, help: "What the CPU backend's matrix products read: f32 or int8 activations.") var activations = ActivationPrecision.f32
 
     func run() throws {
         try reportingErrors {
@@ -32,7 +33,7 @@ struct EngineBenchCommand: ParsableCommand {
                 pjrt = try PJRTEngine(checkpoint, client: client, slots: max(1, maxBatch), maxCacheLength: cache)
                 engine = pjrt!
             } else {
-                engine = try CPUEngine(checkpoint, slots: max(1, maxBatch), maxCacheLength: cache, threads: threads)
+                engine = try CPUEngine(checkpoint, slots: max(1, maxBatch), maxCacheLength: cache, threads: threads, activations: activations)
             }
             var rng = SeededGenerator(seed: 1)
             func tokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(min(checkpoint.config.vocabSize, 30_000))) + 100 } }
@@ -41,7 +42,7 @@ struct EngineBenchCommand: ParsableCommand {
                 try body()
                 return Double(contrail_now_ns() - t0) / 1e9
             }
-            var result: [(String, JSON)] = [("threads", .number(Double(threads)))]
+            var result: [(String, JSON)] = [("threads", .number(Double(threads))), ("activations", .string(activations.rawValue))]
             // Prefill (pp): one prompt of promptTokens.
             let prompt = tokens(promptTokens)
             if engine.compilesPerShape {

@@ -16,6 +16,8 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Tokenizer file (default: the one inside the GGUF model).") var tokenizer: String?
     @Option(name: .long, help: "Most tokens to generate.") var maxTokens = 128
     @OptionGroup(title: "Sampling") var sampling: SamplingOptions
+    @Option(name: .long, help: "What the matrix products read: f32 activations (exact), or int8 (faster decode; llama.cpp's scheme).")
+    var activations = ActivationPrecision.f32
     @Flag(name: .long, help: "Wrap the prompt as a user message in the model's chat template.") var chat = false
     @Argument(help: "The prompt.") var prompt: String
 
@@ -30,7 +32,7 @@ struct GenerateCommand: ParsableCommand {
             let tok = try Tokenizer.load(path: tokenizer ?? path)
             let text = chat ? tok.chatTemplate.render([ChatMessage(role: "user", content: prompt)]) : prompt
             let ids = tok.encode(text)
-            let engine = try CPUEngine(checkpoint, slots: 1, maxCacheLength: ids.count + maxTokens + 1)
+            let engine = try CPUEngine(checkpoint, slots: 1, maxCacheLength: ids.count + maxTokens + 1, activations: activations)
             let t0 = contrail_now_ns()
             let prefix: Prefix
             do { prefix = try engine.prefill(ids, sampling: sampling.params) } catch { throw fail("\(error)") }

@@ -41,6 +41,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("quantize_kv_cache"), help: .hidden) var quantizeKVCache: String?
     @Option(name: .customLong("kv-cache"), help: "KV cache storage: f32, bf16 (half), or int8 with per-token scales (a quarter; also --quantize_kv_cache=True). Default: f32 on the CPU backend, bf16 on PJRT.")
     var kvCache: String?
+    @Option(name: .long, help: "What the CPU backend's matrix products read: f32 activations (exact), or int8 (faster decode, logits within a few tenths; llama.cpp's scheme).")
+    var activations = ActivationPrecision.f32
 
     // Scheduling
     @Option(name: [.customLong("batch-size"), .customLong("batch_size")], help: "Decode slots (concurrent generations).")
@@ -110,6 +112,7 @@ struct ServeCommand: ParsableCommand {
             if on, let kv = kvCache, kv != "int8" { throw ValidationError("--quantize_kv_cache=True asks for an int8 KV cache, --kv-cache for \(kv)") }
         }
         if let kv = kvCache, KVCacheStorage(rawValue: kv) == nil { throw ValidationError("--kv-cache must be f32, bf16 or int8, got \(kv)") }
+        if activations == .int8 && backend == "pjrt" { throw ValidationError("--activations int8 is for the CPU backend (PJRT programs compute in the weights' storage type)") }
     }
 
     /// The KV cache storage asked for, or the backend's default.
@@ -246,8 +249,9 @@ struct ServeCommand: ParsableCommand {
             log("device memory\(tp > 1 ? " per device" : ""): weights \(formatBytes(p.model.weightBytes)) (\(storage)), KV caches \(formatBytes(p.cacheBytes)) (\(kvCacheStorage.rawValue))")
         } else {
             engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
-                                   threads: threads ?? ServerConfig.cores, kvCache: kvCacheStorage)
+                                   threads: threads ?? ServerConfig.cores, kvCache: kvCacheStorage, activations: activations)
             if kvCacheStorage != .f32 { log("KV caches: \(kvCacheStorage.rawValue)") }
+            if activations != .f32 { log("matrix products read \(activations.rawValue) activations") }
         }
         let loadSeconds = Double(contrail_now_ns() - t0) / 1e9
         service.metrics.setModelLoadTime(loadSeconds)

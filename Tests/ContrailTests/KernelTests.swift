@@ -184,3 +184,86 @@ extension KernelTests {
         }
     }
 }
+
+extension KernelTests {
+    /// `batch` vectors quantized for the int8 products, `stride` bytes apart.
+    func quantized(_ x: [Float], columns: Int, batch: Int) -> (bytes: [UInt8], stride: Int) {
+        let stride = Int(ck_q8_size(Int64(columns)))
+        var q = [UInt8](repeating: 0, count: batch * stride)
+        q.withUnsafeMutableBytes { out in
+            x.withUnsafeBufferPointer { xb in
+                for b in 0..<batch { ck_quantize_q8(xb.baseAddress! + b * columns, Int64(columns), out.baseAddress! + b * stride) }
+            }
+        }
+        return (q, stride)
+    }
+
+    /// Int8-activation products (llama.cpp's scheme): the AVX2 and portable copies quantize identically and
+    /// agree to float rounding; both stay within the quantization's own bound of the exact product,
+    /// Σ_c |w_c|·d_c/2 (each activation moves at most half its block's step d); and a vector's results
+    /// are bit-identical at every batch size.
+    @Test(arguments: [(TensorType.q4_0, 256), (.q4_1, 256), (.q5_0, 256), (.q8_0, 256), (.q4_K, 512), (.q6_K, 512)])
+    func int8ActivationProducts(_ type: TensorType, _ columns: Int) throws {
+        var rng = SeededGenerator(seed: 23)
+        let rows = 7
+        let (weights, rowBytes, t) = randomMatrix(type, rows: rows, columns: columns, rng: &rng)
+        #expect(ck_q8_supports(t, Int64(columns)) == 1)
+        let x = (0..<16 * columns).map { _ in rng.nextUnit() * 2 - 1 }
+        ck_force_generic(1)
+        let (portableQ, stride) = quantized(x, columns: columns, batch: 16)
+        var portable = [Float](repeating: 0, count: 16 * rows)
+        #expect(ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), portableQ, Int64(stride), &portable, Int64(rows), 16, 0, Int64(rows)) == 0)
+        ck_force_generic(0)
+        var dequantized = [Float](repeating: 0, count: rows * columns)
+        for r in 0..<rows {
+            weights.withUnsafeBytes { w in
+                dequantized.withUnsafeMutableBufferPointer { Dequantize.run(type, w.baseAddress! + r * rowBytes, count: columns, into: $0.baseAddress! + r * columns) }
+            }
+        }
+        for b in 0..<16 {
+            for r in 0..<rows {
+                var exact: Double = 0, bound: Double = 0, magnitude: Float = 0
+                for c in 0..<columns {
+                    let w = Double(dequantized[r * columns + c]), xv = x[b * columns + c]
+                    exact += w * Double(xv)
+                    var top: Float = 0
+                    for k in 0..<32 { top = max(top, abs(x[b * columns + (c / 32) * 32 + k])) }
+                    bound += abs(w) * Double(top / 127) / 2
+                    magnitude += abs(Float(w) * xv)
+                }
+                let got = portable[b * rows + r]
+                #expect(abs(Double(got) - exact) <= bound + 1e-5 * Double(magnitude), "\(type) b \(b) r \(r): \(got) vs exact \(exact), bound \(bound)")
+            }
+        }
+        guard ck_has_avx2() == 1 else {
+            print("KernelTests: this CPU lacks AVX2/FMA/F16C; only the portable int8-activation kernels ran")
+            return
+        }
+        ck_set_thread_isa_limit(2)
+        defer { ck_set_thread_isa_limit(-1) }
+        let (fastQ, _) = quantized(x, columns: columns, batch: 16)
+        #expect(fastQ == portableQ, "\(type): AVX2 quantization differs from the portable one")
+        func run(_ batch: Int) -> [Float] {
+            var y = [Float](repeating: 0, count: batch * rows)
+            _ = ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), fastQ, Int64(stride), &y, Int64(rows), Int64(batch), 0, Int64(rows))
+            return y
+        }
+        let full = run(16)
+        for i in 0..<16 * rows {
+            #expect(abs(full[i] - portable[i]) <= 1e-5 * max(1, abs(portable[i])), "\(type) \(i): AVX2 \(full[i]) vs portable \(portable[i])")
+        }
+        for batch in [1, 2, 3, 4, 5, 8, 9, 13] {
+            #expect(Array(full[0..<batch * rows]) == run(batch), "\(type) batch \(batch) vs 16")
+        }
+    }
+
+    @Test func int8ActivationProductsRefuseOtherTypes() {
+        let x = [Float](repeating: 1, count: 64)
+        let (q, stride) = quantized(x, columns: 64, batch: 1)
+        var y = [Float](repeating: 0, count: 1)
+        let w = [Float](repeating: 1, count: 64)
+        #expect(ck_q8_supports(CPUKernels.ggmlType(.f32), 64) == 0)
+        #expect(ck_matmul_q8(CPUKernels.ggmlType(.f32), w, 256, 64, q, Int64(stride), &y, 1, 1, 0, 1) == -1)
+        #expect(ck_q8_supports(CPUKernels.ggmlType(.q4_K), 64) == 0, "Q4_K rows must be whole super-blocks")
+    }
+}

@@ -13,7 +13,7 @@ import urllib.request
 import grpc
 import pytest
 
-from conftest import ServerProcess
+from conftest import BIN, ServerProcess
 
 CAPITAL = "What is the capital of France?"
 
@@ -400,3 +400,27 @@ def test_slow_reader_is_cut_off_without_stalling_others(stubs):
         sock.close()
     finally:
         assert s.stop() == 0, s.output()
+
+
+def test_int8_activations_serve_and_match_llama_cpp_scheme(stubs):
+    """--activations int8 (llama.cpp's scheme) serves the same APIs: the server says so, /generate answers,
+    and every token comes back through the gRPC stream as well. Its answer to the chat prompt is llama.cpp's
+    (its server says "L'Étoile, la Marseillaise…" greedily; the f32 default says Paris), so the text is not
+    pinned here: the engine tests bound its logits against the f32 reference. Bad values are refused."""
+    s = ServerProcess(extra=["--activations", "int8", "--batch-size", "2", "--max-cache-length", "128"], test_services=False)
+    try:
+        assert "matrix products read int8 activations" in s.output(), s.output()
+        status, _, raw = post(s, "/generate", {"prompt": CAPITAL, "max_tokens": 12})
+        assert status == 200 and json.loads(raw)["response"].strip(), raw
+        channel = grpc.insecure_channel(f"127.0.0.1:{s.grpc_port}")
+        try:
+            ids = decode_ids(stubs["js"], stubs["js_grpc"].OrchestratorStub(channel), [504, 3575, 282, 4649, 314], max_tokens=8)
+            assert len(ids) == 8
+        finally:
+            channel.close()
+    finally:
+        assert s.stop() == 0, s.output()
+    for args, message in [(["--activations", "int4"], "--activations"),
+                          (["--backend", "pjrt", "--activations", "int8"], "--activations int8 is for the CPU backend")]:
+        r = subprocess.run([BIN, "serve", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and message in r.stderr, r.stderr

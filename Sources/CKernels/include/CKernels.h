@@ -27,6 +27,19 @@ int ck_matvec(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
 int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, int64_t x_stride, float *y,
               int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
 
+/// Activations quantized for integer matrix products (ck_matmul_q8), one vector of `cols` (a multiple of 32)
+/// at a time into ck_q8_size(cols) bytes: the int8 values round(x/d), then per 32 values the f32 scale
+/// d = max|x|/127, then per 32 values d·Σq (for weight formats with a per-block minimum).
+int64_t ck_q8_size(int64_t cols);
+void ck_quantize_q8(const float *x, int64_t cols, void *out);
+/// 1 when ck_matmul_q8 covers weights of `type` with rows of `cols` (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K).
+int ck_q8_supports(int type, int64_t cols);
+/// ck_matmul against quantized vectors (`xq_stride` bytes apart): products of the weights' integers and the
+/// activations' int8 values summed exactly per block, then scaled. Every (row, vector) pair gets the same
+/// arithmetic for any batch. Returns -1 for a type it does not cover.
+int ck_matmul_q8(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
+                 int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
+
 /// How a KV cache stores its rows: f32, bf16, or int8 with one f32 scale per row (per token).
 enum { CK_KV_F32 = 0, CK_KV_BF16 = 1, CK_KV_I8 = 2 };
 

@@ -46,6 +46,14 @@ public enum KVCacheStorage: String, Sendable, CaseIterable {
     case f32, bf16, int8
 }
 
+/// What the CPU backend's matrix products read: the f32 activations (exact to the f32 reference), or the
+/// activations quantized to int8 per 32 values with integer dot products against the quantized weight
+/// blocks (llama.cpp's scheme: faster decode, logits within a few tenths of the f32 ones). Weight types
+/// without integer kernels (f32, f16, bf16, …) read f32 activations either way.
+public enum ActivationPrecision: String, Sendable, CaseIterable {
+    case f32, int8
+}
+
 /// A prefilled prompt: its KV cache (backend-specific storage), length and first sampled token.
 public final class Prefix: @unchecked Sendable {
     public let length: Int

@@ -20,6 +20,7 @@ public final class CPUEngine: Engine {
     private let prefillChunk: Int
     /// Rotary frequencies of global and local layers, computed once.
     private let ropeFrequencies: [[Double]]
+    public let activations: ActivationPrecision
 
     /// One sequence's KV cache: per layer, `capacity` rows of kvDim keys and values, stored as `storage`
     /// says (int8 rows with one scale each).
@@ -92,9 +93,10 @@ public final class CPUEngine: Engine {
     }
 
     /// `threads`: compute threads (default: one per core); `kvCache`: how slots keep their KV caches
-    /// (prefill computes in f32; a prefix is converted as it is inserted).
+    /// (prefill computes in f32; a prefix is converted as it is inserted); `activations`: what the matrix
+    /// products read (prefill and decode alike, so batching never changes a sequence's arithmetic).
     public init(_ checkpoint: Checkpoint, slots: Int = 1, maxCacheLength: Int? = nil, maxPrefillLength: Int? = nil,
-                threads: Int = ServerConfig.cores, kvCache: KVCacheStorage = .f32) throws {
+                threads: Int = ServerConfig.cores, kvCache: KVCacheStorage = .f32, activations: ActivationPrecision = .f32) throws {
         pool = ThreadPool(threads: threads)
         CPUKernels.applyISAOverride()
         let weights = try ModelWeights(checkpoint)
@@ -109,7 +111,8 @@ public final class CPUEngine: Engine {
         // Prefill runs in chunks of up to 64 tokens; decode batches one token per slot.
         prefillChunk = 64
         state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), maxLogits: slotCount,
-                         threads: pool.threads)
+                         threads: pool.threads, int8: activations == .int8)
+        self.activations = activations
         let c = config
         let capacity = self.maxCacheLength
         self.slots = (0..<slotCount).map { _ in Slot(cache: KVCache(layers: c.layerCount, capacity: capacity, kvDim: c.kvDim, storage: kvCache)) }
@@ -213,9 +216,9 @@ public final class CPUEngine: Engine {
         for l in 0..<c.layerCount {
             let w = weights.layers[l], n = norms.layers[l]
             for b in 0..<B { CPUKernels.rmsnorm(s.x + b * w0, n.attn, s.xb + b * w0, dim, eps: eps) }
-            CPUKernels.matmul(w.wq, s.xb, xStride: w0, s.q, yStride: qDim, batch: B, scales: norms.scales(of: w.wq), pool: pool)
-            CPUKernels.matmul(w.wk, s.xb, xStride: w0, s.k, yStride: kvDim, batch: B, scales: norms.scales(of: w.wk), pool: pool)
-            CPUKernels.matmul(w.wv, s.xb, xStride: w0, s.v, yStride: kvDim, batch: B, scales: norms.scales(of: w.wv), pool: pool)
+            CPUKernels.matmul(w.wq, s.xb, xStride: w0, s.q, yStride: qDim, batch: B, scales: norms.scales(of: w.wq), int8: s.int8, pool: pool)
+            CPUKernels.matmul(w.wk, s.xb, xStride: w0, s.k, yStride: kvDim, batch: B, scales: norms.scales(of: w.wk), int8: s.int8, pool: pool)
+            CPUKernels.matmul(w.wv, s.xb, xStride: w0, s.v, yStride: kvDim, batch: B, scales: norms.scales(of: w.wv), int8: s.int8, pool: pool)
             for b in 0..<B {
                 let q = s.q + b * qDim, k = s.k + b * kvDim
                 if let qn = n.q, let kn = n.k {
@@ -247,20 +250,20 @@ public final class CPUEngine: Engine {
                                  softcap ?? 0, att, s.xb2 + b * w0 + h * hd)
                 }
             }
-            CPUKernels.matmul(w.wo, s.xb2, xStride: w0, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.wo), pool: pool)
+            CPUKernels.matmul(w.wo, s.xb2, xStride: w0, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.wo), int8: s.int8, pool: pool)
             for b in 0..<B {
                 let xb = s.xb + b * w0, x = s.x + b * w0
                 if let post = n.postAttn { CPUKernels.rmsnorm(xb, post, xb, dim, eps: eps) }
                 for i in 0..<dim { x[i] += xb[i] }
                 CPUKernels.rmsnorm(x, n.ffn, xb, dim, eps: eps)
             }
-            CPUKernels.matmul(w.gate, s.xb, xStride: w0, s.hb, yStride: ffn, batch: B, scales: norms.scales(of: w.gate), pool: pool)
-            CPUKernels.matmul(w.up, s.xb, xStride: w0, s.hb2, yStride: ffn, batch: B, scales: norms.scales(of: w.up), pool: pool)
+            CPUKernels.matmul(w.gate, s.xb, xStride: w0, s.hb, yStride: ffn, batch: B, scales: norms.scales(of: w.gate), int8: s.int8, pool: pool)
+            CPUKernels.matmul(w.up, s.xb, xStride: w0, s.hb2, yStride: ffn, batch: B, scales: norms.scales(of: w.up), int8: s.int8, pool: pool)
             switch c.activation {
             case .silu: for i in 0..<B * ffn { s.hb[i] = CPUKernels.silu(s.hb[i]) * s.hb2[i] }
             case .geluTanh: for i in 0..<B * ffn { s.hb[i] = CPUKernels.geluTanh(s.hb[i]) * s.hb2[i] }
             }
-            CPUKernels.matmul(w.down, s.hb, xStride: ffn, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.down), pool: pool)
+            CPUKernels.matmul(w.down, s.hb, xStride: ffn, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.down), int8: s.int8, pool: pool)
             for b in 0..<B {
                 let xb = s.xb + b * w0, x = s.x + b * w0
                 if let post = n.postFfn { CPUKernels.rmsnorm(xb, post, xb, dim, eps: eps) }
@@ -270,7 +273,7 @@ public final class CPUEngine: Engine {
         guard !logitsFor.isEmpty else { return }
         for (j, b) in logitsFor.enumerated() { CPUKernels.rmsnorm(s.x + b * w0, norms.output, s.xb + j * w0, dim, eps: eps) }
         CPUKernels.matmul(weights.output, s.xb, xStride: w0, s.logits, yStride: c.vocabSize, batch: logitsFor.count,
-                          scales: norms.scales(of: weights.output), pool: pool)
+                          scales: norms.scales(of: weights.output), int8: s.int8, pool: pool)
         if let cap = c.finalLogitSoftcap {
             for i in 0..<logitsFor.count * c.vocabSize { s.logits[i] = Float(cap) * tanhf(s.logits[i] / Float(cap)) }
         }
@@ -283,9 +286,11 @@ final class RunState {
     /// Row width of x/xb/xb2: max(dim, qDim).
     let width: Int
     let x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin: UnsafeMutablePointer<Float>
+    /// The matrix products' input quantized to int8 (ActivationPrecision.int8 only).
+    let int8: QuantizedActivations?
     private var all: [UnsafeMutablePointer<Float>] = []
 
-    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, maxLogits: Int, threads: Int) {
+    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, maxLogits: Int, threads: Int, int8: Bool = false) {
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
@@ -298,6 +303,7 @@ final class RunState {
         hb = buf(maxBatch * c.ffnDim); hb2 = buf(maxBatch * c.ffnDim)
         att = buf(threads * maxCache); logits = buf(maxLogits * c.vocabSize)
         cos = buf(c.headDim / 2); sin = buf(c.headDim / 2)
+        self.int8 = int8 ? QuantizedActivations(columns: max(width, c.ffnDim), batch: maxBatch) : nil
         all = [x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin]
     }
 

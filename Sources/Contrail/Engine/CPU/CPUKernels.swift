@@ -36,10 +36,24 @@ enum CPUKernels {
 
     /// Y[b] = W·X[b] for `batch` vectors (X rows `xStride` apart, Y rows `yStride` apart), reading each
     /// weight row once for the whole batch; rows split across `pool`.
+    /// With `int8` scratch (RunState.quantized), weights that have integer kernels read the activations
+    /// quantized to int8 (ActivationPrecision.int8).
     static func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, xStride: Int, _ y: UnsafeMutablePointer<Float>, yStride: Int,
-                       batch: Int, scales: UnsafePointer<Float>?, pool: ThreadPool) {
+                       batch: Int, scales: UnsafePointer<Float>?, int8: QuantizedActivations? = nil, pool: ThreadPool) {
         let t = w.tensor
         let type = ggmlType(t.type)
+        if let int8, ck_q8_supports(type, Int64(t.columns)) == 1 {
+            let columns = Int64(t.columns), stride = int8.stride
+            pool.parallelFor(batch, minimumPerThread: 8) { r in
+                for b in r { ck_quantize_q8(x + b * xStride, columns, int8.buffer + b * stride) }
+            }
+            pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns * batch)), alignment: 2) { r in
+                _ = ck_matmul_q8(type, t.data, Int64(t.rowBytes), columns, int8.buffer, Int64(stride), y, Int64(yStride), Int64(batch),
+                                 Int64(r.lowerBound), Int64(r.upperBound))
+                if let scales { for b in 0..<batch { for i in r { y[b * yStride + i] *= scales[i] } } }
+            }
+            return
+        }
         // Pieces of whole row pairs: the kernels take two rows at a time.
         pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns * batch)), alignment: 2) { r in
             _ = ck_matmul(type, t.data, Int64(t.rowBytes), Int64(t.columns), x, Int64(xStride), y, Int64(yStride), Int64(batch),
@@ -93,4 +107,18 @@ enum CPUKernels {
     @inline(__always) static func geluTanh(_ x: Float) -> Float {
         0.5 * x * (1 + tanhf(0.797_884_56 * (x + 0.044_715 * x * x * x)))
     }
+}
+
+/// Scratch for activations quantized to int8 (ck_quantize_q8): up to `batch` vectors of up to `columns`
+/// values, `stride` bytes apart.
+final class QuantizedActivations: @unchecked Sendable {
+    let stride: Int
+    let buffer: UnsafeMutableRawPointer
+
+    init(columns: Int, batch: Int) {
+        stride = (Int(ck_q8_size(Int64(columns))) + 63) / 64 * 64
+        buffer = .allocate(byteCount: stride * max(1, batch), alignment: 64)
+    }
+
+    deinit { buffer.deallocate() }
 }
