@@ -10,6 +10,9 @@ int ck_dequantize_avx2(int type, const void *src, float *dst, int64_t n);
 void ck_attention_avx2(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
                        const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
                        float *scores, float *out);
+int ck_attention_simd_avx2(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                           const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                           float *scores, float *out);
 int ck_matvec_avx2(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y, int64_t row_begin,
                    int64_t row_end);
 
@@ -195,6 +198,8 @@ void ck_attention(int kv_type, const float *q, const void *keys, const float *ke
                   float *scores, float *out) {
 #if defined(__x86_64__)
     if (!forced_generic && ck_has_avx2()) {
+        if (ck_attention_simd_avx2(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out) == 0)
+            return;
         ck_attention_avx2(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out);
         return;
     }

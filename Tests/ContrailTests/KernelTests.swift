@@ -267,3 +267,46 @@ extension KernelTests {
         #expect(ck_q8_supports(CPUKernels.ggmlType(.q4_K), 64) == 0, "Q4_K rows must be whole super-blocks")
     }
 }
+
+extension KernelTests {
+    /// The AVX2 attention (four keys at a time, values summed in registers) against the portable one, for
+    /// every cache storage, head sizes that fill its 64-wide blocks or not (and 60, which it leaves to the
+    /// auto-vectorized copy), spans with and without a remainder of four, with and without soft-capping.
+    @Test func attentionMatchesPortable() throws {
+        guard ck_has_avx2() == 1 else {
+            print("KernelTests: this CPU lacks AVX2/FMA/F16C; only the portable attention runs here")
+            return
+        }
+        var rng = SeededGenerator(seed: 31)
+        for headDim in [64, 256, 72, 60] {
+            for span in [1, 3, 4, 37] {
+                for softcap: Float in [0, 50] {
+                    let stride = 2 * headDim
+                    let keys = (0..<span * stride).map { _ in Float(rng.nextUnit() * 4 - 2) }
+                    let values = (0..<span * stride).map { _ in Float(rng.nextUnit() * 2 - 1) }
+                    let q = (0..<headDim).map { _ in Float(rng.nextUnit() - 0.5) }
+                    for (type, width) in [(Int32(CK_KV_F32), 4), (Int32(CK_KV_BF16), 2), (Int32(CK_KV_I8), 1)] {
+                        var k = [UInt8](repeating: 0, count: span * stride * width), v = k
+                        var ks = [Float](repeating: 0, count: span), vs = ks
+                        for t in 0..<span {
+                            keys.withUnsafeBufferPointer { ck_kv_store(type, $0.baseAddress! + t * stride, Int64(stride), &k[t * stride * width], &ks[t]) }
+                            values.withUnsafeBufferPointer { ck_kv_store(type, $0.baseAddress! + t * stride, Int64(stride), &v[t * stride * width], &vs[t]) }
+                        }
+                        var scratch = [Float](repeating: 0, count: span)
+                        func run(_ limit: Int32) -> [Float] {
+                            ck_set_thread_isa_limit(limit)
+                            defer { ck_set_thread_isa_limit(-1) }
+                            var out = [Float](repeating: 0, count: headDim)
+                            ck_attention(type, q, k, ks, v, vs, Int64(stride), Int64(span), Int64(headDim), 0.125, softcap, &scratch, &out)
+                            return out
+                        }
+                        let portable = run(1), fast = run(2)
+                        for i in 0..<headDim {
+                            #expect(abs(portable[i] - fast[i]) <= 1e-5, "kv \(type) head \(headDim) span \(span) cap \(softcap) [\(i)]: \(portable[i]) vs \(fast[i])")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
