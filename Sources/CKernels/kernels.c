@@ -193,6 +193,37 @@ int ck_matmul_q8(int type, const void *w, int64_t row_bytes, int64_t cols, const
     return ck_matmul_q8_generic(type, w, row_bytes, cols, xq, xq_stride, y, y_stride, batch, row_begin, row_end);
 }
 
+int64_t ck_r8_size_avx2(int type, int64_t rows, int64_t cols);
+int ck_r8_pack_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t cols, uint8_t *out);
+int ck_matmul_r8_avx2(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y, int64_t y_stride,
+                      int64_t batch, int64_t row_begin, int64_t row_end);
+
+int64_t ck_r8_size(int type, int64_t rows, int64_t cols) {
+#if defined(__x86_64__)
+    if (!forced_generic && ck_has_avx2()) return ck_r8_size_avx2(type, rows, cols);
+#endif
+    (void)type, (void)rows, (void)cols;
+    return -1;
+}
+
+int ck_r8_pack(int type, const void *w, int64_t row_bytes, int64_t rows, int64_t cols, void *out) {
+#if defined(__x86_64__)
+    if (!forced_generic && ck_has_avx2()) return ck_r8_pack_avx2(type, (const uint8_t *)w, row_bytes, rows, cols, (uint8_t *)out);
+#endif
+    (void)type, (void)w, (void)row_bytes, (void)rows, (void)cols, (void)out;
+    return -1;
+}
+
+int ck_matmul_r8(int type, const void *packed, int64_t cols, const void *xq, int64_t xq_stride, float *y, int64_t y_stride,
+                 int64_t batch, int64_t row_begin, int64_t row_end) {
+#if defined(__x86_64__)
+    if (ck_has_avx2())
+        return ck_matmul_r8_avx2(type, (const uint8_t *)packed, cols, (const uint8_t *)xq, xq_stride, y, y_stride, batch, row_begin, row_end);
+#endif
+    (void)type, (void)packed, (void)cols, (void)xq, (void)xq_stride, (void)y, (void)y_stride, (void)batch, (void)row_begin, (void)row_end;
+    return -1;
+}
+
 void ck_attention(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
                   const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
                   float *scores, float *out) {

@@ -131,9 +131,13 @@ static inline void q8_q6_K(const uint8_t *row, int64_t g, __m256i *q, __m256 *sv
 /// (|q| times x with q's sign), since VPMADDUBSW multiplies unsigned by signed bytes; pair sums stay below
 /// 2·128·127 < 2^15, so nothing saturates.
 static inline __attribute__((always_inline)) void q8_rows(q8_group_fn fn, const int is_signed, const int has_min,
-                                                         const uint8_t *w0, const uint8_t *w1, const int8_t *const *xq,
-                                                         const float *const *xd, const float *const *xs, const int V,
+                                                         const uint8_t *w0, const uint8_t *w1, const int8_t *const *xq_,
+                                                         const float *const *xd_, const float *const *xs_, const int V,
                                                          int64_t groups, float out[2][4]) {
+    // Local copies of the vector pointers, so they live in registers rather than being reloaded per block.
+    const int8_t *xq[4];
+    const float *xd[4], *xs[4];
+    for (int v = 0; v < V; v++) xq[v] = xq_[v], xd[v] = xd_[v], xs[v] = xs_[v];
     __m256 acc[2][4];
     float macc[2][4];
     for (int r = 0; r < 2; r++)
@@ -164,7 +168,11 @@ static inline __attribute__((always_inline)) void q8_rows(q8_group_fn fn, const 
 
 static void q8_dispatch(int type, const uint8_t *w0, const uint8_t *w1, const int8_t *const *xq, const float *const *xd,
                         const float *const *xs, int V, int64_t groups, float out[2][4]) {
-#define CK_Q8_V(t, fn, sgn, min, V) case t: q8_rows(fn, sgn, min, w0, w1, xq, xd, xs, V, groups, out); break;
+#define CK_Q8_V(t, fn, sgn, min, V)                                                                                        \
+    case t:                                                                                                               \
+        if (w1) q8_rows(fn, sgn, min, w0, w1, xq, xd, xs, V, groups, out);                                               \
+        else q8_rows(fn, sgn, min, w0, NULL, xq, xd, xs, V, groups, out);                                                \
+        break;
 #define CK_Q8_1(t, fn, sgn, min) CK_Q8_V(t, fn, sgn, min, 1)
 #define CK_Q8_2(t, fn, sgn, min) CK_Q8_V(t, fn, sgn, min, 2)
 #define CK_Q8_3(t, fn, sgn, min) CK_Q8_V(t, fn, sgn, min, 3)

@@ -53,8 +53,8 @@ struct EngineTests {
 
     /// With int8 activations (llama.cpp's scheme) the first-step logits move by units, not 1e-5, against
     /// the f32 reference: every matrix product's input is rounded to 8 bits per block of 32, ~0.5% error per
-    /// product that 30 layers compound (measured on these prompts: SmolLM2 0.67 and 1.70, Gemma 3 0.58 and
-    /// 0.86; the synthetic models have f32 weights, whose products keep f32 activations). That is enough to
+    /// product that 30 layers compound (measured on these prompts: SmolLM2 0.76 and 1.83, Gemma 3 0.50 and
+    /// 0.61; the synthetic models have f32 weights, whose products keep f32 activations). That is enough to
     /// change a greedy answer: on the SmolLM2 chat prompt both this mode and llama.cpp's own server answer
     /// "L'Étoile, la Marseillaise…" where the f32 engine says Paris, which is why f32 is the default.
     /// Checked: logits within 3 of the reference (under twice the worst measured), and the reference's top

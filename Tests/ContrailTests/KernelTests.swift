@@ -310,3 +310,50 @@ extension KernelTests {
         }
     }
 }
+
+extension KernelTests {
+    /// Weights packed eight rows at a time (ck_r8_pack) give the per-row int8 products to float rounding,
+    /// bit-identically at every batch size, for every row range a thread may take (multiples of 8); shapes
+    /// and types the layout does not cover are refused.
+    @Test(arguments: [TensorType.q4_0, .q4_1, .q5_0, .q8_0])
+    func packedInt8Products(_ type: TensorType) throws {
+        guard ck_has_avx2() == 1 else {
+            print("KernelTests: this CPU lacks AVX2/FMA/F16C; packed int8 products are not used here (skipping)")
+            return
+        }
+        var rng = SeededGenerator(seed: 47)
+        let rows = 24, columns = 320
+        let (weights, rowBytes, t) = randomMatrix(type, rows: rows, columns: columns, rng: &rng)
+        let x = (0..<16 * columns).map { _ in rng.nextUnit() * 2 - 1 }
+        let (q, stride) = quantized(x, columns: columns, batch: 16)
+        var perRow = [Float](repeating: 0, count: 16 * rows)
+        ck_force_generic(1)
+        _ = ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), q, Int64(stride), &perRow, Int64(rows), 16, 0, Int64(rows))
+        ck_force_generic(0)
+        let size = ck_r8_size(t, Int64(rows), Int64(columns))
+        #expect(size == Int64(weights.count) + (type == .q4_0 ? Int64(rows * columns / 32 * 2) : type == .q5_0 ? Int64(rows * columns / 32 * 14) : 0))
+        var packed = [UInt8](repeating: 0, count: Int(size))
+        #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
+        func run(_ batch: Int, rows range: Range<Int> = 0..<24) -> [Float] {
+            var y = [Float](repeating: 0, count: batch * rows)
+            #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), Int64(batch), Int64(range.lowerBound), Int64(range.upperBound)) == 0)
+            return y
+        }
+        let full = run(16)
+        for i in 0..<16 * rows {
+            #expect(abs(full[i] - perRow[i]) <= 1e-5 * max(1, abs(perRow[i])), "\(type) \(i): packed \(full[i]) vs per-row \(perRow[i])")
+        }
+        for batch in [1, 2, 3, 4, 5, 9] { #expect(Array(full[0..<batch * rows]) == run(batch), "\(type) batch \(batch) vs 16") }
+        let pieces = run(5, rows: 0..<8)
+        let rest = run(5, rows: 8..<24)
+        for b in 0..<5 {
+            for r in 0..<rows {
+                #expect((r < 8 ? pieces : rest)[b * rows + r] == full[b * rows + r], "\(type) split at row 8: b \(b) r \(r)")
+            }
+        }
+        var y = [Float](repeating: 0, count: rows)
+        #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), 1, 4, 12) == -1, "row ranges must be whole groups of 8")
+        #expect(ck_r8_size(t, 12, Int64(columns)) == -1, "rows must be a multiple of 8")
+        #expect(ck_r8_size(CPUKernels.ggmlType(.q4_K), 8, 256) == -1 && ck_r8_size(CPUKernels.ggmlType(.f32), 8, 256) == -1)
+    }
+}

@@ -40,6 +40,16 @@ int ck_q8_supports(int type, int64_t cols);
 int ck_matmul_q8(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
                  int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
 
+/// Weights repacked eight rows at a time for ck_matmul_r8 (faster int8-activation products; AVX2 only):
+/// the packed size in bytes, or -1 when this CPU, type (Q4_0, Q4_1, Q5_0, Q8_0) or shape (rows a multiple
+/// of 8, cols of 32) is not covered — then ck_matmul_q8 on the original rows is the way.
+int64_t ck_r8_size(int type, int64_t rows, int64_t cols);
+int ck_r8_pack(int type, const void *w, int64_t row_bytes, int64_t rows, int64_t cols, void *out);
+/// ck_matmul_q8 on packed weights, for rows [row_begin, row_end) in multiples of 8. The same arithmetic for
+/// every batch size. Returns -1 when it cannot run.
+int ck_matmul_r8(int type, const void *packed, int64_t cols, const void *xq, int64_t xq_stride, float *y, int64_t y_stride,
+                 int64_t batch, int64_t row_begin, int64_t row_end);
+
 /// How a KV cache stores its rows: f32, bf16, or int8 with one f32 scale per row (per token).
 enum { CK_KV_F32 = 0, CK_KV_BF16 = 1, CK_KV_I8 = 2 };
 

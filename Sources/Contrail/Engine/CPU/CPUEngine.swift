@@ -111,7 +111,8 @@ public final class CPUEngine: Engine {
         // Prefill runs in chunks of up to 64 tokens; decode batches one token per slot.
         prefillChunk = 64
         state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), maxLogits: slotCount,
-                         threads: pool.threads, int8: activations == .int8)
+                         threads: pool.threads,
+                         int8: activations == .int8 ? Int8Products(weights, columns: max(config.dim, config.qDim, config.ffnDim), batch: max(slotCount, prefillChunk)) : nil)
         self.activations = activations
         let c = config
         let capacity = self.maxCacheLength
@@ -286,11 +287,11 @@ final class RunState {
     /// Row width of x/xb/xb2: max(dim, qDim).
     let width: Int
     let x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin: UnsafeMutablePointer<Float>
-    /// The matrix products' input quantized to int8 (ActivationPrecision.int8 only).
-    let int8: QuantizedActivations?
+    /// The matrix products' int8 inputs and packed weights (ActivationPrecision.int8 only).
+    let int8: Int8Products?
     private var all: [UnsafeMutablePointer<Float>] = []
 
-    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, maxLogits: Int, threads: Int, int8: Bool = false) {
+    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, maxLogits: Int, threads: Int, int8: Int8Products? = nil) {
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
@@ -303,7 +304,7 @@ final class RunState {
         hb = buf(maxBatch * c.ffnDim); hb2 = buf(maxBatch * c.ffnDim)
         att = buf(threads * maxCache); logits = buf(maxLogits * c.vocabSize)
         cos = buf(c.headDim / 2); sin = buf(c.headDim / 2)
-        self.int8 = int8 ? QuantizedActivations(columns: max(width, c.ffnDim), batch: maxBatch) : nil
+        self.int8 = int8
         all = [x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin]
     }
 

@@ -36,20 +36,25 @@ enum CPUKernels {
 
     /// Y[b] = W·X[b] for `batch` vectors (X rows `xStride` apart, Y rows `yStride` apart), reading each
     /// weight row once for the whole batch; rows split across `pool`.
-    /// With `int8` scratch (RunState.quantized), weights that have integer kernels read the activations
-    /// quantized to int8 (ActivationPrecision.int8).
+    /// With `int8` (ActivationPrecision.int8), weights that have integer kernels read the activations
+    /// quantized to int8: from their eight-row packed copy where there is one, else row by row.
     static func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, xStride: Int, _ y: UnsafeMutablePointer<Float>, yStride: Int,
-                       batch: Int, scales: UnsafePointer<Float>?, int8: QuantizedActivations? = nil, pool: ThreadPool) {
+                       batch: Int, scales: UnsafePointer<Float>?, int8: Int8Products? = nil, pool: ThreadPool) {
         let t = w.tensor
         let type = ggmlType(t.type)
         if let int8, ck_q8_supports(type, Int64(t.columns)) == 1 {
-            let columns = Int64(t.columns), stride = int8.stride
+            let columns = Int64(t.columns), stride = int8.stride, xq = int8.scratch
             pool.parallelFor(batch, minimumPerThread: 8) { r in
-                for b in r { ck_quantize_q8(x + b * xStride, columns, int8.buffer + b * stride) }
+                for b in r { ck_quantize_q8(x + b * xStride, columns, xq + b * stride) }
             }
-            pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns * batch)), alignment: 2) { r in
-                _ = ck_matmul_q8(type, t.data, Int64(t.rowBytes), columns, int8.buffer, Int64(stride), y, Int64(yStride), Int64(batch),
-                                 Int64(r.lowerBound), Int64(r.upperBound))
+            let packed = int8.packed(w)
+            pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns * batch)), alignment: 8) { r in
+                if let packed {
+                    _ = ck_matmul_r8(type, packed, columns, xq, Int64(stride), y, Int64(yStride), Int64(batch), Int64(r.lowerBound), Int64(r.upperBound))
+                } else {
+                    _ = ck_matmul_q8(type, t.data, Int64(t.rowBytes), columns, xq, Int64(stride), y, Int64(yStride), Int64(batch),
+                                     Int64(r.lowerBound), Int64(r.upperBound))
+                }
                 if let scales { for b in 0..<batch { for i in r { y[b * yStride + i] *= scales[i] } } }
             }
             return
@@ -109,16 +114,38 @@ enum CPUKernels {
     }
 }
 
-/// Scratch for activations quantized to int8 (ck_quantize_q8): up to `batch` vectors of up to `columns`
-/// values, `stride` bytes apart.
-final class QuantizedActivations: @unchecked Sendable {
+/// What int8 activations need (ActivationPrecision.int8): scratch for up to `batch` quantized vectors of
+/// up to `columns` values, `stride` bytes apart, and the matrices repacked eight rows at a time where the
+/// CPU and type allow (ck_r8_pack, once at load; the same size as the originals).
+final class Int8Products: @unchecked Sendable {
     let stride: Int
-    let buffer: UnsafeMutableRawPointer
+    let scratch: UnsafeMutableRawPointer
+    private var packedByName: [String: UnsafeMutableRawPointer] = [:]
 
-    init(columns: Int, batch: Int) {
+    init(_ weights: ModelWeights, columns: Int, batch: Int) {
         stride = (Int(ck_q8_size(Int64(columns))) + 63) / 64 * 64
-        buffer = .allocate(byteCount: stride * max(1, batch), alignment: 64)
+        scratch = .allocate(byteCount: stride * max(1, batch), alignment: 64)
+        for m in [weights.output] + weights.layers.flatMap({ [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] }) {
+            let t = m.tensor, type = CPUKernels.ggmlType(t.type)
+            let size = ck_r8_size(type, Int64(t.rows), Int64(t.columns))
+            guard size > 0, packedByName[t.name] == nil else { continue }
+            let p = UnsafeMutableRawPointer.allocate(byteCount: Int(size), alignment: 64)
+            guard ck_r8_pack(type, t.data, Int64(t.rowBytes), Int64(t.rows), Int64(t.columns), p) == 0 else {
+                p.deallocate()
+                continue
+            }
+            packedByName[t.name] = p
+        }
     }
 
-    deinit { buffer.deallocate() }
+    /// `m` packed for ck_matmul_r8, if it was.
+    func packed(_ m: WeightMatrix) -> UnsafeRawPointer? { packedByName[m.tensor.name].map { UnsafeRawPointer($0) } }
+
+    /// How many matrices were packed.
+    var packedCount: Int { packedByName.count }
+
+    deinit {
+        scratch.deallocate()
+        for p in packedByName.values { p.deallocate() }
+    }
 }
