@@ -217,9 +217,10 @@ public final class CPUEngine: Engine {
         for l in 0..<c.layerCount {
             let w = weights.layers[l], n = norms.layers[l]
             for b in 0..<B { CPUKernels.rmsnorm(s.x + b * w0, n.attn, s.xb + b * w0, dim, eps: eps) }
-            CPUKernels.matmul(w.wq, s.xb, xStride: w0, s.q, yStride: qDim, batch: B, scales: norms.scales(of: w.wq), int8: s.int8, pool: pool)
-            CPUKernels.matmul(w.wk, s.xb, xStride: w0, s.k, yStride: kvDim, batch: B, scales: norms.scales(of: w.wk), int8: s.int8, pool: pool)
-            CPUKernels.matmul(w.wv, s.xb, xStride: w0, s.v, yStride: kvDim, batch: B, scales: norms.scales(of: w.wv), int8: s.int8, pool: pool)
+            CPUKernels.matmul([.init(w: w.wq, y: s.q, yStride: qDim, scales: norms.scales(of: w.wq)),
+                               .init(w: w.wk, y: s.k, yStride: kvDim, scales: norms.scales(of: w.wk)),
+                               .init(w: w.wv, y: s.v, yStride: kvDim, scales: norms.scales(of: w.wv))],
+                              s.xb, xStride: w0, batch: B, int8: s.int8, pool: pool)
             for b in 0..<B {
                 let q = s.q + b * qDim, k = s.k + b * kvDim
                 if let qn = n.q, let kn = n.k {
@@ -258,8 +259,9 @@ public final class CPUEngine: Engine {
                 for i in 0..<dim { x[i] += xb[i] }
                 CPUKernels.rmsnorm(x, n.ffn, xb, dim, eps: eps)
             }
-            CPUKernels.matmul(w.gate, s.xb, xStride: w0, s.hb, yStride: ffn, batch: B, scales: norms.scales(of: w.gate), int8: s.int8, pool: pool)
-            CPUKernels.matmul(w.up, s.xb, xStride: w0, s.hb2, yStride: ffn, batch: B, scales: norms.scales(of: w.up), int8: s.int8, pool: pool)
+            CPUKernels.matmul([.init(w: w.gate, y: s.hb, yStride: ffn, scales: norms.scales(of: w.gate)),
+                               .init(w: w.up, y: s.hb2, yStride: ffn, scales: norms.scales(of: w.up))],
+                              s.xb, xStride: w0, batch: B, int8: s.int8, pool: pool)
             switch c.activation {
             case .silu: for i in 0..<B * ffn { s.hb[i] = CPUKernels.silu(s.hb[i]) * s.hb2[i] }
             case .geluTanh: for i in 0..<B * ffn { s.hb[i] = CPUKernels.geluTanh(s.hb[i]) * s.hb2[i] }

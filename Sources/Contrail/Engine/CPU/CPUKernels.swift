@@ -34,36 +34,62 @@ enum CPUKernels {
         }
     }
 
+    /// One matrix product of a set that shares its input: W·X into `y` (rows `yStride` apart), times
+    /// per-row `scales` for int8 weights.
+    struct Product {
+        let w: WeightMatrix
+        let y: UnsafeMutablePointer<Float>
+        let yStride: Int
+        let scales: UnsafePointer<Float>?
+    }
+
     /// Y[b] = W·X[b] for `batch` vectors (X rows `xStride` apart, Y rows `yStride` apart), reading each
     /// weight row once for the whole batch; rows split across `pool`.
-    /// With `int8` (ActivationPrecision.int8), weights that have integer kernels read the activations
-    /// quantized to int8: from their eight-row packed copy where there is one, else row by row.
     static func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, xStride: Int, _ y: UnsafeMutablePointer<Float>, yStride: Int,
                        batch: Int, scales: UnsafePointer<Float>?, int8: Int8Products? = nil, pool: ThreadPool) {
-        let t = w.tensor
-        let type = ggmlType(t.type)
-        if let int8, ck_q8_supports(type, Int64(t.columns)) == 1 {
-            let columns = Int64(t.columns), stride = int8.stride, xq = int8.scratch
-            pool.parallelFor(batch, minimumPerThread: 8) { r in
-                for b in r { ck_quantize_q8(x + b * xStride, columns, xq + b * stride) }
-            }
-            let packed = int8.packed(w)
-            pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns * batch)), alignment: 8) { r in
-                if let packed {
-                    _ = ck_matmul_r8(type, packed, columns, xq, Int64(stride), y, Int64(yStride), Int64(batch), Int64(r.lowerBound), Int64(r.upperBound))
-                } else {
-                    _ = ck_matmul_q8(type, t.data, Int64(t.rowBytes), columns, xq, Int64(stride), y, Int64(yStride), Int64(batch),
-                                     Int64(r.lowerBound), Int64(r.upperBound))
-                }
-                if let scales { for b in 0..<batch { for i in r { y[b * yStride + i] *= scales[i] } } }
-            }
+        matmul([Product(w: w, y: y, yStride: yStride, scales: scales)], x, xStride: xStride, batch: batch, int8: int8, pool: pool)
+    }
+
+    /// Several products of one input (q/k/v, gate/up) in one parallel pass over all their rows: one hand-off
+    /// to the threads instead of one each, and the input quantized once. With `int8`
+    /// (ActivationPrecision.int8), weights that have integer kernels read the activations quantized to int8,
+    /// from their eight-row packed copy where there is one, else row by row.
+    static func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: Int, batch: Int, int8: Int8Products?, pool: ThreadPool) {
+        let columns = products[0].w.columns
+        // Pieces of whole groups of eight rows (the packed kernels' unit; the others take row pairs), so
+        // every matrix's rows must be whole groups for the pieces to fall on its group boundaries.
+        if products.count > 1 && products.contains(where: { $0.w.rows % 8 != 0 }) {
+            for p in products { matmul([p], x, xStride: xStride, batch: batch, int8: int8, pool: pool) }
             return
         }
-        // Pieces of whole row pairs: the kernels take two rows at a time.
-        pool.parallelFor(t.rows, minimumPerThread: max(1, 32_768 / max(1, t.columns * batch)), alignment: 2) { r in
-            _ = ck_matmul(type, t.data, Int64(t.rowBytes), Int64(t.columns), x, Int64(xStride), y, Int64(yStride), Int64(batch),
-                          Int64(r.lowerBound), Int64(r.upperBound))
-            if let scales { for b in 0..<batch { for i in r { y[b * yStride + i] *= scales[i] } } }
+        let quantized = int8 != nil && products.contains { ck_q8_supports(ggmlType($0.w.tensor.type), Int64(columns)) == 1 }
+        if let int8, quantized {
+            pool.parallelFor(batch, minimumPerThread: 8) { r in
+                for b in r { ck_quantize_q8(x + b * xStride, Int64(columns), int8.scratch + b * int8.stride) }
+            }
+        }
+        var offsets = [0]
+        for p in products { offsets.append(offsets.last! + p.w.rows) }
+        let packed = products.map { int8?.packed($0.w) }
+        pool.parallelFor(offsets.last!, minimumPerThread: max(1, 32_768 / max(1, columns * batch)), alignment: 8) { piece in
+            for (i, p) in products.enumerated() {
+                let lo = max(piece.lowerBound, offsets[i]) - offsets[i], hi = min(piece.upperBound, offsets[i + 1]) - offsets[i]
+                guard lo < hi else { continue }
+                let t = p.w.tensor, type = ggmlType(t.type)
+                if let int8, quantized, ck_q8_supports(type, Int64(columns)) == 1 {
+                    if let packed = packed[i] {
+                        _ = ck_matmul_r8(type, packed, Int64(columns), int8.scratch, Int64(int8.stride), p.y, Int64(p.yStride), Int64(batch),
+                                         Int64(lo), Int64(hi))
+                    } else {
+                        _ = ck_matmul_q8(type, t.data, Int64(t.rowBytes), Int64(columns), int8.scratch, Int64(int8.stride), p.y, Int64(p.yStride),
+                                         Int64(batch), Int64(lo), Int64(hi))
+                    }
+                } else {
+                    _ = ck_matmul(type, t.data, Int64(t.rowBytes), Int64(columns), x, Int64(xStride), p.y, Int64(p.yStride), Int64(batch),
+                                  Int64(lo), Int64(hi))
+                }
+                if let scales = p.scales { for b in 0..<batch { for r in lo..<hi { p.y[b * p.yStride + r] *= scales[r] } } }
+            }
         }
     }
 
