@@ -13,7 +13,11 @@
 //              4(j+4)+i in its high nibble (unsigned 0..15; Q4_0's offset is its minimum m = −8d).
 //   Q5_0:      8 × 32 bytes, byte 4r+i of register c = value 4c+i of row r (unsigned 0..31, m = −16d).
 //   Q8_0:      8 × 32 bytes likewise, signed.
-// The sizes equal the source's (Q4_0: 20 bytes per 32 values instead of 18, Q5_0: 36 instead of 22).
+//   Q4_K:      8 f32 scales d·sc and 8 f32 minimums −dmin·m of the sub-block (a product of an f16 and a 6-bit
+//              integer needs more than f16's precision), then the nibbles as Q4_0's.
+//   Q6_K:      8 f32 scales of values 0..15 and 8 of values 16..31, then 8 × 32 signed bytes as Q8_0's.
+// The sizes equal the source's or exceed it a little (per 32 values: Q4_0 20 bytes instead of 18, Q5_0 36
+// instead of 22, Q4_K 24 instead of 18, Q6_K 40 instead of 26.25).
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <string.h>
@@ -30,65 +34,103 @@ static int64_t block8_bytes(int type) {
     case CK_Q4_0: case CK_Q4_1: return 32 + 128;
     case CK_Q5_0: return 32 + 256;
     case CK_Q8_0: return 16 + 256;
+    case CK_Q4_K: return 64 + 128;
+    case CK_Q6_K: return 64 + 256;
     default: return 0;
     }
 }
 
+/// Bytes before the values of a packed block (the scales, and the minimums or second scales).
+static int64_t header_bytes(int type) { return type == CK_Q8_0 ? 16 : type == CK_Q4_K || type == CK_Q6_K ? 64 : 32; }
+
 int64_t ck_r8_size_avx2(int type, int64_t rows, int64_t cols) {
     const int64_t b = block8_bytes(type);
-    if (b == 0 || rows % 8 != 0 || cols % 32 != 0) return -1;
+    if (b == 0 || rows % 8 != 0 || cols % (type == CK_Q4_K || type == CK_Q6_K ? 256 : 32) != 0) return -1;
     return rows / 8 * (cols / 32) * b;
 }
 
 static inline uint16_t f32_to_f16(float f) { return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
 
-/// Value i (0..31) of block `blk` as an integer (unsigned for the types with a minimum), with the block's
-/// scale and minimum as f16 bits.
-static void source_block(int type, const uint8_t *blk, int8_t q[32], uint16_t *d, uint16_t *m) {
-    memcpy(d, blk, 2);
-    *m = 0;
+/// Block g (values 32g..32g+31) of a row as integers (unsigned for the types with a minimum), and its header:
+/// f16 bits of the scale and minimum, or for the K types f32 values (Q4_K: scale, minimum; Q6_K: the scales
+/// of values 0..15 and 16..31).
+static void source_block(int type, const uint8_t *row, int64_t g, int8_t q[32], uint16_t h[2], float f[2]) {
     switch (type) {
     case CK_Q4_0: case CK_Q4_1: {
-        const uint8_t *qs = blk + (type == CK_Q4_1 ? 4 : 2);
+        const uint8_t *blk = row + g * (type == CK_Q4_1 ? 20 : 18), *qs = blk + (type == CK_Q4_1 ? 4 : 2);
         for (int j = 0; j < 16; j++) q[j] = (int8_t)(qs[j] & 15), q[j + 16] = (int8_t)(qs[j] >> 4);
+        memcpy(&h[0], blk, 2);
         // Q4_0: value = d·(q − 8) = d·q + m with m = −8d (exact in f16: a power-of-two multiple).
-        if (type == CK_Q4_1) memcpy(m, blk + 2, 2);
-        else *m = f32_to_f16(-8.0f * _cvtsh_ss(*d));
+        if (type == CK_Q4_1) memcpy(&h[1], blk + 2, 2);
+        else h[1] = f32_to_f16(-8.0f * _cvtsh_ss(h[0]));
         return;
     }
     case CK_Q5_0: {
+        const uint8_t *blk = row + g * 22;
         uint32_t qh;
         memcpy(&qh, blk + 2, 4);
         for (int j = 0; j < 16; j++) {
             q[j] = (int8_t)((blk[6 + j] & 15) | (((qh >> j) & 1) << 4));
             q[j + 16] = (int8_t)((blk[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
         }
-        *m = f32_to_f16(-16.0f * _cvtsh_ss(*d));
+        memcpy(&h[0], blk, 2);
+        h[1] = f32_to_f16(-16.0f * _cvtsh_ss(h[0]));
         return;
     }
-    case CK_Q8_0: memcpy(q, blk + 2, 32); return;
+    case CK_Q8_0: {
+        const uint8_t *blk = row + g * 34;
+        memcpy(&h[0], blk, 2);
+        memcpy(q, blk + 2, 32);
+        return;
+    }
+    case CK_Q4_K: {
+        const uint8_t *blk = row + (g / 8) * 144, *sc = blk + 4;
+        const int j = (int)(g % 8);
+        const int scale = j < 4 ? sc[j] & 63 : (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+        const int min = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        const uint8_t *qs = blk + 16 + 32 * (j / 2);
+        for (int i = 0; i < 32; i++) q[i] = (int8_t)(j & 1 ? qs[i] >> 4 : qs[i] & 15);
+        f[0] = ck_h2f(blk) * (float)scale;
+        f[1] = -(ck_h2f(blk + 2) * (float)min);
+        return;
+    }
+    case CK_Q6_K: {
+        const uint8_t *blk = row + (g / 8) * 210;
+        const int half = (int)(g % 8) / 4, j = (int)(g % 4);
+        const uint8_t *ql = blk + 64 * half + 32 * (j & 1), *qh = blk + 128 + 32 * half;
+        const int8_t *sc = (const int8_t *)(blk + 192) + 8 * half;
+        for (int i = 0; i < 32; i++) q[i] = (int8_t)((((j < 2 ? ql[i] : ql[i] >> 4) & 15) | (((qh[i] >> (2 * j)) & 3) << 4)) - 32);
+        const float d = ck_h2f(blk + 208);
+        f[0] = d * (float)sc[2 * j];
+        f[1] = d * (float)sc[2 * j + 1];
+        return;
+    }
     default: return;
     }
 }
 
 int ck_r8_pack_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t cols, uint8_t *out) {
     if (ck_r8_size_avx2(type, rows, cols) < 0) return -1;
-    const int64_t groups = cols / 32, bytes = block8_bytes(type);
-    const int64_t src_block = type == CK_Q4_0 ? 18 : type == CK_Q4_1 ? 20 : type == CK_Q5_0 ? 22 : 34;
-    const int has_min = type != CK_Q8_0;
+    const int64_t groups = cols / 32, bytes = block8_bytes(type), header = header_bytes(type);
+    const int wide = type == CK_Q4_K || type == CK_Q6_K, nibbles = type == CK_Q4_0 || type == CK_Q4_1 || type == CK_Q4_K;
     for (int64_t G = 0; G < rows / 8; G++) {
         for (int64_t g = 0; g < groups; g++) {
-            uint8_t *o = out + (G * groups + g) * bytes;
-            uint8_t *values = o + (has_min ? 32 : 16);
+            uint8_t *o = out + (G * groups + g) * bytes, *values = o + header;
             for (int r = 0; r < 8; r++) {
                 int8_t q[32];
-                uint16_t d, m;
-                source_block(type, w + (8 * G + r) * row_bytes + g * src_block, q, &d, &m);
-                memcpy(o + 2 * r, &d, 2);
-                if (has_min) memcpy(o + 16 + 2 * r, &m, 2);
+                uint16_t h[2] = {0, 0};
+                float f[2] = {0, 0};
+                source_block(type, w + (8 * G + r) * row_bytes, g, q, h, f);
+                if (wide) {
+                    memcpy(o + 4 * r, &f[0], 4);
+                    memcpy(o + 32 + 4 * r, &f[1], 4);
+                } else {
+                    memcpy(o + 2 * r, &h[0], 2);
+                    if (header == 32) memcpy(o + 16 + 2 * r, &h[1], 2);
+                }
                 for (int c = 0; c < 8; c++)
                     for (int i = 0; i < 4; i++) {
-                        if (type == CK_Q4_0 || type == CK_Q4_1) {
+                        if (nibbles) {
                             uint8_t *byte = values + 32 * (c % 4) + 4 * r + i;
                             *byte = (uint8_t)(c < 4 ? (*byte & 0xF0) | (uint8_t)q[4 * c + i] : (*byte & 0x0F) | (uint8_t)(q[4 * c + i] << 4));
                         } else {
@@ -114,17 +156,19 @@ static inline __attribute__((always_inline)) void r8_group(const int type, const
     const int8_t *xq[4];
     const float *xd[4], *xs[4];
     for (int v = 0; v < V; v++) xq[v] = xq_[v], xd[v] = xd_[v], xs[v] = xs_[v];
-    const int has_min = type != CK_Q8_0;
-    const int64_t bytes = block8_bytes(type);
+    const int has_min = type != CK_Q8_0 && type != CK_Q6_K, wide = type == CK_Q4_K || type == CK_Q6_K;
+    const int64_t bytes = block8_bytes(type), header = header_bytes(type);
     __m256 acc[4], macc[4];
     for (int v = 0; v < 4; v++) acc[v] = _mm256_setzero_ps(), macc[v] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F);
     for (int64_t g = 0; g < groups; g++, p += bytes) {
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-        const __m256 m = has_min ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : _mm256_setzero_ps();
-        const uint8_t *vals = p + (has_min ? 32 : 16);
+        // Q6_K: d scales values 0..15, m (its second scale) values 16..31.
+        const __m256 d = wide ? _mm256_loadu_ps((const float *)p) : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        const __m256 m = wide ? _mm256_loadu_ps((const float *)(p + 32))
+                         : has_min ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : _mm256_setzero_ps();
+        const uint8_t *vals = p + header;
         __m256i w[8];
-        if (type == CK_Q4_0 || type == CK_Q4_1) {
+        if (type == CK_Q4_0 || type == CK_Q4_1 || type == CK_Q4_K) {
             for (int j = 0; j < 4; j++) {
                 const __m256i b = _mm256_loadu_si256((const __m256i *)(vals + 32 * j));
                 w[j] = _mm256_and_si256(b, low);
@@ -135,7 +179,20 @@ static inline __attribute__((always_inline)) void r8_group(const int type, const
         }
         for (int v = 0; v < V; v++) {
             __m256i sum;
-            if (type == CK_Q4_0 || type == CK_Q4_1) {
+            if (type == CK_Q6_K) {
+                // Signed 6-bit values: pair sums ≤ 2·32·127, four fit in 16 bits; each half has its own scale.
+                __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+                for (int c = 0; c < 4; c++) {
+                    const __m256i xa = x4(xq[v], g, c), xb = x4(xq[v], g, c + 4);
+                    a = _mm256_add_epi16(a, _mm256_maddubs_epi16(_mm256_abs_epi8(w[c]), _mm256_sign_epi8(xa, w[c])));
+                    b = _mm256_add_epi16(b, _mm256_maddubs_epi16(_mm256_abs_epi8(w[c + 4]), _mm256_sign_epi8(xb, w[c + 4])));
+                }
+                const __m256 dx = _mm256_broadcast_ss(xd[v] + g);
+                acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(a, ones)), _mm256_mul_ps(d, dx), acc[v]);
+                acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(b, ones)), _mm256_mul_ps(m, dx), acc[v]);
+                continue;
+            }
+            if (type == CK_Q4_0 || type == CK_Q4_1 || type == CK_Q4_K) {
                 // Pair sums ≤ 2·15·127; eight of them still fit in 16 bits.
                 __m256i s16 = _mm256_maddubs_epi16(w[0], x4(xq[v], g, 0));
                 for (int c = 1; c < 8; c++) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[c], x4(xq[v], g, c)));
@@ -177,6 +234,8 @@ static void r8_dispatch(int type, const uint8_t *p, int64_t groups, const int8_t
     case CK_Q4_1: CK_R8(CK_Q4_1) break;
     case CK_Q5_0: CK_R8(CK_Q5_0) break;
     case CK_Q8_0: CK_R8(CK_Q8_0) break;
+    case CK_Q4_K: CK_R8(CK_Q4_K) break;
+    case CK_Q6_K: CK_R8(CK_Q6_K) break;
     default: break;
     }
 #undef CK_R8

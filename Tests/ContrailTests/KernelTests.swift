@@ -317,14 +317,14 @@ extension KernelTests {
     /// Weights packed eight rows at a time (ck_r8_pack) give the per-row int8 products to float rounding,
     /// bit-identically at every batch size, for every row range a thread may take (multiples of 8); shapes
     /// and types the layout does not cover are refused.
-    @Test(arguments: [TensorType.q4_0, .q4_1, .q5_0, .q8_0])
+    @Test(arguments: [TensorType.q4_0, .q4_1, .q5_0, .q8_0, .q4_K, .q6_K])
     func packedInt8Products(_ type: TensorType) throws {
         guard ck_has_avx2() == 1 else {
             print("KernelTests: this CPU lacks AVX2/FMA/F16C; packed int8 products are not used here (skipping)")
             return
         }
         var rng = SeededGenerator(seed: 47)
-        let rows = 24, columns = 320
+        let rows = 24, columns = type == .q4_K || type == .q6_K ? 512 : 320
         let (weights, rowBytes, t) = randomMatrix(type, rows: rows, columns: columns, rng: &rng)
         let x = (0..<16 * columns).map { _ in rng.nextUnit() * 2 - 1 }
         let (q, stride) = quantized(x, columns: columns, batch: 16)
@@ -333,7 +333,9 @@ extension KernelTests {
         _ = ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), q, Int64(stride), &perRow, Int64(rows), 16, 0, Int64(rows))
         ck_force_generic(0)
         let size = ck_r8_size(t, Int64(rows), Int64(columns))
-        #expect(size == Int64(weights.count) + (type == .q4_0 ? Int64(rows * columns / 32 * 2) : type == .q5_0 ? Int64(rows * columns / 32 * 14) : 0))
+        // Bytes per 32 values, packed (the source's or a little more: see kernels_x86_r8.c).
+        let perBlock: [TensorType: Int] = [.q4_0: 20, .q4_1: 20, .q5_0: 36, .q8_0: 34, .q4_K: 24, .q6_K: 40]
+        #expect(size == Int64(rows * columns / 32 * perBlock[type]!))
         var packed = [UInt8](repeating: 0, count: Int(size))
         #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
         func run(_ batch: Int, rows range: Range<Int> = 0..<24) -> [Float] {
@@ -342,8 +344,17 @@ extension KernelTests {
             return y
         }
         let full = run(16)
-        for i in 0..<16 * rows {
-            #expect(abs(full[i] - perRow[i]) <= 1e-5 * max(1, abs(perRow[i])), "\(type) \(i): packed \(full[i]) vs per-row \(perRow[i])")
+        // Both sum exact integers per block and differ only in the order of the float sums, so the bound is a
+        // few ulps of Σ|w·x| (the terms cancel, so not of the result).
+        var row = [Float](repeating: 0, count: columns)
+        for r in 0..<rows {
+            weights.withUnsafeBytes { Dequantize.run(type, $0.baseAddress! + r * rowBytes, count: columns, into: &row) }
+            for b in 0..<16 {
+                var magnitude: Float = 0
+                for c in 0..<columns { magnitude += abs(row[c] * x[b * columns + c]) }
+                let i = b * rows + r
+                #expect(abs(full[i] - perRow[i]) <= 1e-5 * max(1, magnitude), "\(type) b \(b) r \(r): packed \(full[i]) vs per-row \(perRow[i])")
+            }
         }
         for batch in [1, 2, 3, 4, 5, 9] { #expect(Array(full[0..<batch * rows]) == run(batch), "\(type) batch \(batch) vs 16") }
         let pieces = run(5, rows: 0..<8)
@@ -356,6 +367,7 @@ extension KernelTests {
         var y = [Float](repeating: 0, count: rows)
         #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), 1, 4, 12) == -1, "row ranges must be whole groups of 8")
         #expect(ck_r8_size(t, 12, Int64(columns)) == -1, "rows must be a multiple of 8")
-        #expect(ck_r8_size(CPUKernels.ggmlType(.q4_K), 8, 256) == -1 && ck_r8_size(CPUKernels.ggmlType(.f32), 8, 256) == -1)
+        #expect(ck_r8_size(CPUKernels.ggmlType(.q4_K), 8, 288) == -1, "K-quant rows must be whole super-blocks")
+        #expect(ck_r8_size(CPUKernels.ggmlType(.q5_K), 8, 256) == -1 && ck_r8_size(CPUKernels.ggmlType(.f32), 8, 256) == -1)
     }
 }

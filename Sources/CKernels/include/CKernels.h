@@ -41,8 +41,8 @@ int ck_matmul_q8(int type, const void *w, int64_t row_bytes, int64_t cols, const
                  int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
 
 /// Weights repacked eight rows at a time for ck_matmul_r8 (faster int8-activation products; AVX2 only):
-/// the packed size in bytes, or -1 when this CPU, type (Q4_0, Q4_1, Q5_0, Q8_0) or shape (rows a multiple
-/// of 8, cols of 32) is not covered — then ck_matmul_q8 on the original rows is the way.
+/// the packed size in bytes, or -1 when this CPU, type (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) or shape (rows a
+/// multiple of 8, cols whole blocks) is not covered — then ck_matmul_q8 on the original rows is the way.
 int64_t ck_r8_size(int type, int64_t rows, int64_t cols);
 int ck_r8_pack(int type, const void *w, int64_t row_bytes, int64_t rows, int64_t cols, void *out);
 /// ck_matmul_q8 on packed weights, for rows [row_begin, row_end) in multiples of 8. The same arithmetic for
