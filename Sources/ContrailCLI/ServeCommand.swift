@@ -248,10 +248,14 @@ struct ServeCommand: ParsableCommand {
             engine = p
             log("device memory\(tp > 1 ? " per device" : ""): weights \(formatBytes(p.model.weightBytes)) (\(storage)), KV caches \(formatBytes(p.cacheBytes)) (\(kvCacheStorage.rawValue))")
         } else {
-            engine = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
-                                   threads: threads ?? ServerConfig.cores, kvCache: kvCacheStorage, activations: activations)
+            let cpu = try CPUEngine(checkpoint, slots: batchSize, maxCacheLength: cache, maxPrefillLength: prefillLimit,
+                                    threads: threads ?? ServerConfig.cores, kvCache: kvCacheStorage, activations: activations)
+            engine = cpu
             if kvCacheStorage != .f32 { log("KV caches: \(kvCacheStorage.rawValue)") }
-            if activations != .f32 { log("matrix products read \(activations.rawValue) activations") }
+            if activations != .f32 {
+                let packed = cpu.packedWeights
+                log("matrix products read \(activations.rawValue) activations (\(packed.count) matrices packed for them, \(formatBytes(packed.bytes)))")
+            }
         }
         let loadSeconds = Double(contrail_now_ns() - t0) / 1e9
         service.metrics.setModelLoadTime(loadSeconds)

@@ -21,6 +21,8 @@ public final class CPUEngine: Engine {
     /// Rotary frequencies of global and local layers, computed once.
     private let ropeFrequencies: [[Double]]
     public let activations: ActivationPrecision
+    /// With int8 activations: how many matrices were packed for the eight-row kernels, and their bytes.
+    public var packedWeights: (count: Int, bytes: Int) { state.int8.map { ($0.packedCount, $0.packedBytes) } ?? (0, 0) }
 
     /// One sequence's KV cache: per layer, `capacity` rows of kvDim keys and values, stored as `storage`
     /// says (int8 rows with one scale each).

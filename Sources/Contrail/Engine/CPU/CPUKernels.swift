@@ -147,6 +147,9 @@ final class Int8Products: @unchecked Sendable {
     let stride: Int
     let scratch: UnsafeMutableRawPointer
     private var packedByName: [String: UnsafeMutableRawPointer] = [:]
+    /// Memory the packed copies take (the mapped originals stay for embedding lookups and are paged out
+    /// by the kernel when unused).
+    private(set) var packedBytes = 0
 
     init(_ weights: ModelWeights, columns: Int, batch: Int) {
         stride = (Int(ck_q8_size(Int64(columns))) + 63) / 64 * 64
@@ -161,6 +164,7 @@ final class Int8Products: @unchecked Sendable {
                 continue
             }
             packedByName[t.name] = p
+            packedBytes += Int(size)
         }
     }
 
