@@ -2,7 +2,7 @@
 """`make bench-engine`: Contrail's CPU engine vs llama.cpp on both GGUF fixtures, in one run, 2 threads.
 
 llama.cpp is built by scripts/llamacpp_build.py (cached outside the repo). Prints tokens/s for prefill (pp512), single-stream decode (tg128) and
-aggregate decode with 4 and 16 sequences, and the ratios Contrail/llama.cpp, for f32 and int8 activations. A benchmark, not a test."""
+aggregate decode with 4 and 16 sequences, and the ratios Contrail/llama.cpp, for each --activations mode. A benchmark, not a test."""
 import json
 import os
 import re
@@ -51,22 +51,23 @@ def main():
     if not os.path.exists(CONTRAIL):
         sys.exit("bench-engine: build the release binary first (make release)")
     bench, batched = llamacpp_build.tools("llama-bench", "llama-batched-bench")
-    # Contrail twice: f32 activations (the default, exact to the f32 reference) and int8 activations
-    # (--activations int8, llama.cpp's own scheme for these weight types).
-    print(f"bench-engine: {THREADS} threads; tokens/s, ratio Contrail/llama.cpp for f32 and int8 activations")
-    print(f"{'model':<34} {'metric':<8} {'llama.cpp':>10} {'f32':>8} {'ratio':>6} {'int8':>8} {'ratio':>6}")
+    # Contrail in each --activations mode: f32 (the default, exact to the f32 reference), int8 (llama.cpp's
+    # own scheme for these weight types) and int8x2 (int8 plus the residual: within 0.01 of f32).
+    print(f"bench-engine: {THREADS} threads; tokens/s, ratio Contrail/llama.cpp per --activations mode")
+    print(f"{'model':<34} {'metric':<8} {'llama.cpp':>10} {'f32':>8} {'ratio':>6} {'int8':>8} {'ratio':>6} {'int8x2':>8} {'ratio':>6}")
     cpu = {}
     for name in MODELS:
         path = os.path.join(HOME, "fixtures", name)
-        ours, int8, theirs = contrail(path), contrail(path, "--activations", "int8"), llama_cpp(bench, batched, path)
+        ours, int8, int8x2 = (contrail(path, "--activations", mode) for mode in ("f32", "int8", "int8x2"))
+        theirs = llama_cpp(bench, batched, path)
         cpu[name] = ours
         for metric in ("pp512", "tg128", "batch4", "batch16"):
             b = theirs.get(metric)
             cells = []
-            for run in (ours, int8):
+            for run in (ours, int8, int8x2):
                 a = run.get(metric)
                 cells.append(f"{a or 0:>8.1f} " + (f"{a / b:6.2f}" if a and b else "   n/a"))
-            print(f"{name:<34} {metric:<8} {b or 0:>10.1f} {cells[0]} {cells[1]}", flush=True)
+            print(f"{name:<34} {metric:<8} {b or 0:>10.1f} {' '.join(cells)}", flush=True)
     if not os.path.exists(PJRT_PLUGIN):
         print("bench-engine: no XLA CPU PJRT plugin (make fixtures fetches it); PJRT backend skipped")
         return

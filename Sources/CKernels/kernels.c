@@ -169,9 +169,9 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
 void ck_quantize_q8_generic(const float *x, int64_t cols, void *out);
 void ck_quantize_q8_avx2(const float *x, int64_t cols, void *out);
 int ck_matmul_q8_generic(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
-                         int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
+                         int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end);
 int ck_matmul_q8_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y,
-                      int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
+                      int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end);
 
 void ck_quantize_q8(const float *x, int64_t cols, void *out) {
 #if defined(__x86_64__)
@@ -184,19 +184,19 @@ void ck_quantize_q8(const float *x, int64_t cols, void *out) {
 }
 
 int ck_matmul_q8(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
-                 int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end) {
+                 int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
 #if defined(__x86_64__)
     if (!forced_generic && ck_has_avx2())
-        return ck_matmul_q8_avx2(type, (const uint8_t *)w, row_bytes, cols, (const uint8_t *)xq, xq_stride, y, y_stride, batch, row_begin,
-                                 row_end);
+        return ck_matmul_q8_avx2(type, (const uint8_t *)w, row_bytes, cols, (const uint8_t *)xq, xq_stride, y, y_stride, batch, parts,
+                                 row_begin, row_end);
 #endif
-    return ck_matmul_q8_generic(type, w, row_bytes, cols, xq, xq_stride, y, y_stride, batch, row_begin, row_end);
+    return ck_matmul_q8_generic(type, w, row_bytes, cols, xq, xq_stride, y, y_stride, batch, parts, row_begin, row_end);
 }
 
 int64_t ck_r8_size_avx2(int type, int64_t rows, int64_t cols);
 int ck_r8_pack_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t cols, uint8_t *out);
 int ck_matmul_r8_avx2(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y, int64_t y_stride,
-                      int64_t batch, int64_t row_begin, int64_t row_end);
+                      int64_t batch, int parts, int64_t row_begin, int64_t row_end);
 
 int64_t ck_r8_size(int type, int64_t rows, int64_t cols) {
 #if defined(__x86_64__)
@@ -215,12 +215,14 @@ int ck_r8_pack(int type, const void *w, int64_t row_bytes, int64_t rows, int64_t
 }
 
 int ck_matmul_r8(int type, const void *packed, int64_t cols, const void *xq, int64_t xq_stride, float *y, int64_t y_stride,
-                 int64_t batch, int64_t row_begin, int64_t row_end) {
+                 int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
 #if defined(__x86_64__)
     if (ck_has_avx2())
-        return ck_matmul_r8_avx2(type, (const uint8_t *)packed, cols, (const uint8_t *)xq, xq_stride, y, y_stride, batch, row_begin, row_end);
+        return ck_matmul_r8_avx2(type, (const uint8_t *)packed, cols, (const uint8_t *)xq, xq_stride, y, y_stride, batch, parts, row_begin,
+                                 row_end);
 #endif
-    (void)type, (void)packed, (void)cols, (void)xq, (void)xq_stride, (void)y, (void)y_stride, (void)batch, (void)row_begin, (void)row_end;
+    (void)type, (void)packed, (void)cols, (void)xq, (void)xq_stride, (void)y, (void)y_stride, (void)batch, (void)parts, (void)row_begin,
+        (void)row_end;
     return -1;
 }
 

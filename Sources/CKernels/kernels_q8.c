@@ -44,6 +44,36 @@ void ck_quantize_q8_generic(const float *x, int64_t cols, void *out) {
     }
 }
 
+/// One block of 32 quantized as ck_quantize_q8 does; returns Σq.
+static int quantize_block(const float *xb, int8_t *q, float *d) {
+    float top = 0;
+    for (int i = 0; i < 32; i++) top = fmaxf(top, fabsf(xb[i]));
+    const float inv = top > 0 ? 127.0f / top : 0.0f;
+    int sum = 0;
+    for (int i = 0; i < 32; i++) {
+        const int v = (int)nearbyintf(xb[i] * inv);
+        q[i] = (int8_t)v;
+        sum += v;
+    }
+    *d = top / 127.0f;
+    return sum;
+}
+
+void ck_quantize_q8_split(const float *x, int64_t cols, void *high, void *residual) {
+    int8_t *qh = (int8_t *)high, *ql = (int8_t *)residual;
+    float *dh = (float *)((uint8_t *)high + cols), *sh = dh + cols / 32;
+    float *dl = (float *)((uint8_t *)residual + cols), *sl = dl + cols / 32;
+    for (int64_t g = 0; g < cols / 32; g++) {
+        const int high_sum = quantize_block(x + 32 * g, qh + 32 * g, &dh[g]);
+        sh[g] = dh[g] * (float)high_sum;
+        // What the high part leaves out (at most half its step), quantized again: ~16 bits in all.
+        float rest[32];
+        for (int i = 0; i < 32; i++) rest[i] = x[32 * g + i] - dh[g] * (float)qh[32 * g + i];
+        const int rest_sum = quantize_block(rest, ql + 32 * g, &dl[g]);
+        sl[g] = dl[g] * (float)rest_sum;
+    }
+}
+
 /// Block g (values 32g..32g+31) of a weight row as integers: value_i = ws[i/16]·q[i] + m.
 static void unpack(int type, const uint8_t *row, int64_t g, int8_t q[32], float ws[2], float *m) {
     *m = 0;
@@ -102,14 +132,14 @@ static void unpack(int type, const uint8_t *row, int64_t g, int8_t q[32], float 
 }
 
 int ck_matmul_q8_generic(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
-                         int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end) {
-    if (!ck_q8_supports(type, cols)) return -1;
+                         int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
+    if (!ck_q8_supports(type, cols) || (parts != 1 && parts != 2)) return -1;
     const int64_t groups = cols / 32;
     int8_t q[32];
     float ws[2], m;
     for (int64_t r = row_begin; r < row_end; r++) {
         const uint8_t *row = (const uint8_t *)w + r * row_bytes;
-        for (int64_t b = 0; b < batch; b++) {
+        for (int64_t b = 0; b < batch * parts; b++) {
             const int8_t *xb = (const int8_t *)xq + b * xq_stride;
             const float *d = (const float *)(xb + cols), *s = d + groups;
             // Eight partial sums of four products each, as the AVX2 lanes hold them.
@@ -123,7 +153,10 @@ int ck_matmul_q8_generic(int type, const void *w, int64_t row_bytes, int64_t col
                 }
                 macc += m * s[g];
             }
-            y[b * y_stride + r] = (((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))) + macc;
+            const float sum = (((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))) + macc;
+            // Parts of one vector (high, residual) are added in that order.
+            if (b % parts == 0) y[b / parts * y_stride + r] = sum;
+            else y[b / parts * y_stride + r] += sum;
         }
     }
     return 0;

@@ -191,18 +191,19 @@ static void q8_dispatch(int type, const uint8_t *w0, const uint8_t *w1, const in
 }
 
 /// Rows two at a time; the vectors four at a time against each pair (the pair's blocks are decoded again for
-/// each four, from L1).
+/// each four, from L1). With `parts` 2, quantized vectors come in (high, residual) pairs whose results are
+/// added (ck_quantize_q8_split).
 int ck_matmul_q8_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y,
-                      int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end) {
-    if (!ck_q8_supports(type, cols)) return -1;
-    const int64_t groups = cols / 32;
+                      int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
+    if (!ck_q8_supports(type, cols) || (parts != 1 && parts != 2)) return -1;
+    const int64_t groups = cols / 32, slots = batch * parts;
     const uint8_t *end = w + row_end * row_bytes;
     float out[2][4];
     for (int64_t r = row_begin; r < row_end; r += 2) {
         const int pair = r + 1 < row_end;
         ck_prefetch_ahead(w + r * row_bytes, (pair ? 2 : 1) * row_bytes, CK_PREFETCH_BYTES, end);
-        for (int64_t b = 0; b < batch; b += 4) {
-            const int V = batch - b < 4 ? (int)(batch - b) : 4;
+        for (int64_t b = 0; b < slots; b += 4) {
+            const int V = slots - b < 4 ? (int)(slots - b) : 4;
             const int8_t *xv[4];
             const float *xd[4], *xs[4];
             for (int v = 0; v < V; v++) {
@@ -211,9 +212,10 @@ int ck_matmul_q8_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t col
                 xs[v] = xd[v] + groups;
             }
             q8_dispatch(type, w + r * row_bytes, pair ? w + (r + 1) * row_bytes : NULL, xv, xd, xs, V, groups, out);
-            for (int v = 0; v < V; v++) {
-                y[(b + v) * y_stride + r] = out[0][v];
-                if (pair) y[(b + v) * y_stride + r + 1] = out[1][v];
+            for (int v = 0; v < V; v += parts) {
+                const int64_t row = (b + v) / parts;
+                y[row * y_stride + r] = parts == 2 ? out[0][v] + out[0][v + 1] : out[0][v];
+                if (pair) y[row * y_stride + r + 1] = parts == 2 ? out[1][v] + out[1][v + 1] : out[1][v];
             }
         }
     }

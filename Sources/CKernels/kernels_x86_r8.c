@@ -242,19 +242,20 @@ static void r8_dispatch(int type, const uint8_t *p, int64_t groups, const int8_t
 }
 
 /// Rows [row_begin, row_end) (multiples of 8) of packed weights against `batch` quantized vectors, four at a
-/// time per group of rows (the group's blocks come from L1 again for each four).
+/// time per group of rows (the group's blocks come from L1 again for each four); with `parts` 2, (high,
+/// residual) pairs whose results are added.
 int ck_matmul_r8_avx2(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y, int64_t y_stride,
-                      int64_t batch, int64_t row_begin, int64_t row_end) {
+                      int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
     const int64_t bytes = block8_bytes(type);
-    if (bytes == 0 || cols % 32 != 0 || row_begin % 8 != 0 || row_end % 8 != 0) return -1;
-    const int64_t groups = cols / 32, group_bytes = groups * bytes;
+    if (bytes == 0 || cols % 32 != 0 || row_begin % 8 != 0 || row_end % 8 != 0 || (parts != 1 && parts != 2)) return -1;
+    const int64_t groups = cols / 32, group_bytes = groups * bytes, slots = batch * parts;
     const uint8_t *end = packed + row_end / 8 * group_bytes;
     __m256 out[4];
     for (int64_t G = row_begin / 8; G < row_end / 8; G++) {
         const uint8_t *p = packed + G * group_bytes;
         ck_prefetch_ahead(p, group_bytes, CK_PREFETCH_BYTES, end);
-        for (int64_t b = 0; b < batch; b += 4) {
-            const int V = batch - b < 4 ? (int)(batch - b) : 4;
+        for (int64_t b = 0; b < slots; b += 4) {
+            const int V = slots - b < 4 ? (int)(slots - b) : 4;
             const int8_t *xv[4];
             const float *xd[4], *xs[4];
             for (int v = 0; v < V; v++) {
@@ -263,7 +264,8 @@ int ck_matmul_r8_avx2(int type, const uint8_t *packed, int64_t cols, const uint8
                 xs[v] = xd[v] + groups;
             }
             r8_dispatch(type, p, groups, xv, xd, xs, V, out);
-            for (int v = 0; v < V; v++) _mm256_storeu_ps(y + (b + v) * y_stride + 8 * G, out[v]);
+            for (int v = 0; v < V; v += parts)
+                _mm256_storeu_ps(y + (b + v) / parts * y_stride + 8 * G, parts == 2 ? _mm256_add_ps(out[v], out[v + 1]) : out[v]);
         }
     }
     return 0;

@@ -17,7 +17,7 @@ struct EngineBenchCommand: ParsableCommand {
     @Option(name: .long, help: "Decode steps per batch measurement.") var steps = 32
     @Option(name: .long, help: "Backend: cpu or pjrt.") var backend = "cpu"
     @Option(name: .customLong("pjrt-plugin"), help: "PJRT plugin for --backend pjrt.") var pjrtPlugin: String?
-    @Option(name: .long, help: "What the CPU backend's matrix products read: f32 or int8 activations.") var activations = ActivationPrecision.f32
+    @Option(name: .long, help: "What the CPU backend's matrix products read: f32, int8 or int8x2 activations.") var activations = ActivationPrecision.f32
 
     func run() throws {
         try reportingErrors {

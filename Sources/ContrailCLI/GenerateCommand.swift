@@ -16,7 +16,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Tokenizer file (default: the one inside the GGUF model).") var tokenizer: String?
     @Option(name: .long, help: "Most tokens to generate.") var maxTokens = 128
     @OptionGroup(title: "Sampling") var sampling: SamplingOptions
-    @Option(name: .long, help: "What the matrix products read: f32 activations (exact), or int8 (faster decode; llama.cpp's scheme).")
+    @Option(name: .long, help: "What the matrix products read: f32 activations (exact), int8 (fastest; llama.cpp's scheme), or int8x2 (within 0.01 of f32).")
     var activations = ActivationPrecision.f32
     @Flag(name: .long, help: "Wrap the prompt as a user message in the model's chat template.") var chat = false
     @Argument(help: "The prompt.") var prompt: String

@@ -41,7 +41,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("quantize_kv_cache"), help: .hidden) var quantizeKVCache: String?
     @Option(name: .customLong("kv-cache"), help: "KV cache storage: f32, bf16 (half), or int8 with per-token scales (a quarter; also --quantize_kv_cache=True). Default: f32 on the CPU backend, bf16 on PJRT.")
     var kvCache: String?
-    @Option(name: .long, help: "What the CPU backend's matrix products read: f32 activations (exact), or int8 (faster decode, logits within a few tenths; llama.cpp's scheme).")
+    @Option(name: .long, help: "What the CPU backend's matrix products read: f32 activations (exact), int8 (fastest; logits move by units, llama.cpp's scheme), or int8x2 (int8 plus the residual: within 0.01 of f32, faster single-stream decode).")
     var activations = ActivationPrecision.f32
 
     // Scheduling

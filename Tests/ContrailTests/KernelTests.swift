@@ -212,7 +212,7 @@ extension KernelTests {
         ck_force_generic(1)
         let (portableQ, stride) = quantized(x, columns: columns, batch: 16)
         var portable = [Float](repeating: 0, count: 16 * rows)
-        #expect(ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), portableQ, Int64(stride), &portable, Int64(rows), 16, 0, Int64(rows)) == 0)
+        #expect(ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), portableQ, Int64(stride), &portable, Int64(rows), 16, 1, 0, Int64(rows)) == 0)
         ck_force_generic(0)
         var dequantized = [Float](repeating: 0, count: rows * columns)
         for r in 0..<rows {
@@ -245,7 +245,7 @@ extension KernelTests {
         #expect(fastQ == portableQ, "\(type): AVX2 quantization differs from the portable one")
         func run(_ batch: Int) -> [Float] {
             var y = [Float](repeating: 0, count: batch * rows)
-            _ = ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), fastQ, Int64(stride), &y, Int64(rows), Int64(batch), 0, Int64(rows))
+            _ = ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), fastQ, Int64(stride), &y, Int64(rows), Int64(batch), 1, 0, Int64(rows))
             return y
         }
         let full = run(16)
@@ -263,7 +263,7 @@ extension KernelTests {
         var y = [Float](repeating: 0, count: 1)
         let w = [Float](repeating: 1, count: 64)
         #expect(ck_q8_supports(CPUKernels.ggmlType(.f32), 64) == 0)
-        #expect(ck_matmul_q8(CPUKernels.ggmlType(.f32), w, 256, 64, q, Int64(stride), &y, 1, 1, 0, 1) == -1)
+        #expect(ck_matmul_q8(CPUKernels.ggmlType(.f32), w, 256, 64, q, Int64(stride), &y, 1, 1, 1, 0, 1) == -1)
         #expect(ck_q8_supports(CPUKernels.ggmlType(.q4_K), 64) == 0, "Q4_K rows must be whole super-blocks")
     }
 }
@@ -330,7 +330,7 @@ extension KernelTests {
         let (q, stride) = quantized(x, columns: columns, batch: 16)
         var perRow = [Float](repeating: 0, count: 16 * rows)
         ck_force_generic(1)
-        _ = ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), q, Int64(stride), &perRow, Int64(rows), 16, 0, Int64(rows))
+        _ = ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), q, Int64(stride), &perRow, Int64(rows), 16, 1, 0, Int64(rows))
         ck_force_generic(0)
         let size = ck_r8_size(t, Int64(rows), Int64(columns))
         // Bytes per 32 values, packed (the source's or a little more: see kernels_x86_r8.c).
@@ -340,7 +340,7 @@ extension KernelTests {
         #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
         func run(_ batch: Int, rows range: Range<Int> = 0..<24) -> [Float] {
             var y = [Float](repeating: 0, count: batch * rows)
-            #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), Int64(batch), Int64(range.lowerBound), Int64(range.upperBound)) == 0)
+            #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), Int64(batch), 1, Int64(range.lowerBound), Int64(range.upperBound)) == 0)
             return y
         }
         let full = run(16)
@@ -365,9 +365,67 @@ extension KernelTests {
             }
         }
         var y = [Float](repeating: 0, count: rows)
-        #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), 1, 4, 12) == -1, "row ranges must be whole groups of 8")
+        #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), 1, 1, 4, 12) == -1, "row ranges must be whole groups of 8")
         #expect(ck_r8_size(t, 12, Int64(columns)) == -1, "rows must be a multiple of 8")
         #expect(ck_r8_size(CPUKernels.ggmlType(.q4_K), 8, 288) == -1, "K-quant rows must be whole super-blocks")
         #expect(ck_r8_size(CPUKernels.ggmlType(.q5_K), 8, 256) == -1 && ck_r8_size(CPUKernels.ggmlType(.f32), 8, 256) == -1)
+    }
+}
+
+extension KernelTests {
+    /// int8x2: activations as a high int8 part and the residual it leaves, quantized again. The products
+    /// (per-row portable, and packed) stay within the residual's own bound of the exact product,
+    /// Σ_c |w_c|·d_c/2 with d the residual's step (~1/250 of the int8 bound); packed and per-row agree to
+    /// float rounding; results are bit-identical at every batch size.
+    @Test(arguments: [(TensorType.q4_0, 256), (.q4_1, 256), (.q5_0, 256), (.q8_0, 256), (.q4_K, 512), (.q6_K, 512)])
+    func splitInt8Products(_ type: TensorType, _ columns: Int) throws {
+        var rng = SeededGenerator(seed: 59)
+        let rows = 16
+        let (weights, rowBytes, t) = randomMatrix(type, rows: rows, columns: columns, rng: &rng)
+        let x = (0..<8 * columns).map { _ in rng.nextUnit() * 2 - 1 }
+        let stride = Int(ck_q8_size(Int64(columns)))
+        var q = [UInt8](repeating: 0, count: 16 * stride)
+        q.withUnsafeMutableBytes { out in
+            x.withUnsafeBufferPointer { xb in
+                for b in 0..<8 {
+                    ck_quantize_q8_split(xb.baseAddress! + b * columns, Int64(columns), out.baseAddress! + 2 * b * stride,
+                                         out.baseAddress! + (2 * b + 1) * stride)
+                }
+            }
+        }
+        ck_force_generic(1)
+        var perRow = [Float](repeating: 0, count: 8 * rows)
+        #expect(ck_matmul_q8(t, weights, Int64(rowBytes), Int64(columns), q, Int64(stride), &perRow, Int64(rows), 8, 2, 0, Int64(rows)) == 0)
+        ck_force_generic(0)
+        var row = [Float](repeating: 0, count: columns)
+        for r in 0..<rows {
+            weights.withUnsafeBytes { Dequantize.run(type, $0.baseAddress! + r * rowBytes, count: columns, into: &row) }
+            for b in 0..<8 {
+                var exact: Double = 0, bound: Double = 0, magnitude: Float = 0
+                for c in 0..<columns {
+                    exact += Double(row[c]) * Double(x[b * columns + c])
+                    let step = q.withUnsafeBytes { $0.load(fromByteOffset: (2 * b + 1) * stride + columns + 4 * (c / 32), as: Float.self) }
+                    bound += Double(abs(row[c])) * Double(step) / 2
+                    magnitude += abs(row[c] * x[b * columns + c])
+                }
+                let got = perRow[b * rows + r]
+                #expect(abs(Double(got) - exact) <= bound + 2e-6 * Double(magnitude), "\(type) b \(b) r \(r): \(got) vs exact \(exact), bound \(bound)")
+            }
+        }
+        let size = ck_r8_size(t, Int64(rows), Int64(columns))
+        guard size > 0 else {
+            print("KernelTests: packed int8 products are not used on this CPU (skipping the packed int8x2 comparison)")
+            return
+        }
+        var packed = [UInt8](repeating: 0, count: Int(size))
+        #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
+        func run(_ batch: Int) -> [Float] {
+            var y = [Float](repeating: 0, count: batch * rows)
+            #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), Int64(batch), 2, 0, Int64(rows)) == 0)
+            return y
+        }
+        let full = run(8)
+        for i in 0..<8 * rows { #expect(abs(full[i] - perRow[i]) <= 1e-5 * max(1, abs(perRow[i]) * 50), "\(type) \(i): packed \(full[i]) vs per-row \(perRow[i])") }
+        for batch in [1, 2, 3, 5] { #expect(Array(full[0..<batch * rows]) == run(batch), "\(type) batch \(batch) vs 8") }
     }
 }

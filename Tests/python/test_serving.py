@@ -402,16 +402,19 @@ def test_slow_reader_is_cut_off_without_stalling_others(stubs):
         assert s.stop() == 0, s.output()
 
 
-def test_int8_activations_serve_and_match_llama_cpp_scheme(stubs):
-    """--activations int8 (llama.cpp's scheme) serves the same APIs: the server says so, /generate answers,
-    and every token comes back through the gRPC stream as well. Its answer to the chat prompt is llama.cpp's
-    (its server says "L'Étoile, la Marseillaise…" greedily; the f32 default says Paris), so the text is not
-    pinned here: the engine tests bound its logits against the f32 reference. Bad values are refused."""
-    s = ServerProcess(extra=["--activations", "int8", "--batch-size", "2", "--max-cache-length", "128"], test_services=False)
+@pytest.mark.parametrize("mode", ["int8", "int8x2"])
+def test_int8_activations_serve(stubs, mode):
+    """--activations int8 (llama.cpp's scheme) and int8x2 serve the same APIs: the server says so, /generate
+    answers, and tokens come back through the gRPC stream as well. int8's answer to the chat prompt is
+    llama.cpp's (its server says "L'Étoile, la Marseillaise…" greedily), so its text is not pinned: the
+    engine tests bound its logits. int8x2 keeps the f32 answer. Bad values are refused."""
+    s = ServerProcess(extra=["--activations", mode, "--batch-size", "2", "--max-cache-length", "128"], test_services=False)
     try:
-        assert "matrix products read int8 activations" in s.output(), s.output()
+        assert f"matrix products read {mode} activations" in s.output(), s.output()
         status, _, raw = post(s, "/generate", {"prompt": CAPITAL, "max_tokens": 12})
         assert status == 200 and json.loads(raw)["response"].strip(), raw
+        if mode == "int8x2":
+            assert json.loads(raw)["response"] == "The capital of France is Paris.", raw
         channel = grpc.insecure_channel(f"127.0.0.1:{s.grpc_port}")
         try:
             ids = decode_ids(stubs["js"], stubs["js_grpc"].OrchestratorStub(channel), [504, 3575, 282, 4649, 314], max_tokens=8)

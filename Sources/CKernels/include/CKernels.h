@@ -32,13 +32,18 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
 /// d = max|x|/127, then per 32 values d·Σq (for weight formats with a per-block minimum).
 int64_t ck_q8_size(int64_t cols);
 void ck_quantize_q8(const float *x, int64_t cols, void *out);
+/// x as two quantized vectors (each ck_q8_size bytes): `high` as ck_quantize_q8 gives it, and `residual`, what
+/// high leaves out (at most half its step per value), quantized the same way: ~16 bits of precision, for
+/// products with `parts` 2. Portable code on every CPU, so every ISA gets the same integers.
+void ck_quantize_q8_split(const float *x, int64_t cols, void *high, void *residual);
 /// 1 when ck_matmul_q8 covers weights of `type` with rows of `cols` (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K).
 int ck_q8_supports(int type, int64_t cols);
 /// ck_matmul against quantized vectors (`xq_stride` bytes apart): products of the weights' integers and the
 /// activations' int8 values summed exactly per block, then scaled. Every (row, vector) pair gets the same
-/// arithmetic for any batch. Returns -1 for a type it does not cover.
+/// arithmetic for any batch. `parts`: 1, or 2 when each of the `batch` vectors is a (high, residual) pair of
+/// quantized vectors (ck_quantize_q8_split) whose products are added. Returns -1 for a type it does not cover.
 int ck_matmul_q8(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
-                 int64_t y_stride, int64_t batch, int64_t row_begin, int64_t row_end);
+                 int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end);
 
 /// Weights repacked eight rows at a time for ck_matmul_r8 (faster int8-activation products; AVX2 only):
 /// the packed size in bytes, or -1 when this CPU, type (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) or shape (rows a
@@ -48,7 +53,7 @@ int ck_r8_pack(int type, const void *w, int64_t row_bytes, int64_t rows, int64_t
 /// ck_matmul_q8 on packed weights, for rows [row_begin, row_end) in multiples of 8. The same arithmetic for
 /// every batch size. Returns -1 when it cannot run.
 int ck_matmul_r8(int type, const void *packed, int64_t cols, const void *xq, int64_t xq_stride, float *y, int64_t y_stride,
-                 int64_t batch, int64_t row_begin, int64_t row_end);
+                 int64_t batch, int parts, int64_t row_begin, int64_t row_end);
 
 /// How a KV cache stores its rows: f32, bf16, or int8 with one f32 scale per row (per token).
 enum { CK_KV_F32 = 0, CK_KV_BF16 = 1, CK_KV_I8 = 2 };

@@ -46,12 +46,14 @@ public enum KVCacheStorage: String, Sendable, CaseIterable {
     case f32, bf16, int8
 }
 
-/// What the CPU backend's matrix products read: the f32 activations (exact to the f32 reference), or the
+/// What the CPU backend's matrix products read: the f32 activations (exact to the f32 reference); the
 /// activations quantized to int8 per 32 values with integer dot products against the quantized weight
-/// blocks (llama.cpp's scheme: faster decode, logits within a few tenths of the f32 ones). Weight types
-/// without integer kernels (f32, f16, bf16, …) read f32 activations either way.
+/// blocks (llama.cpp's scheme: fastest, logits within a unit or two of the f32 ones); or int8x2, the same
+/// products on two int8 parts, the rounded activations and what rounding left out (~16 bits: logits within
+/// a few hundredths, at nearly int8's decode speed since decode waits on memory). Weight types without
+/// integer kernels (f32, f16, bf16, …) read f32 activations in every mode.
 public enum ActivationPrecision: String, Sendable, CaseIterable {
-    case f32, int8
+    case f32, int8, int8x2
 }
 
 /// A prefilled prompt: its KV cache (backend-specific storage), length and first sampled token.

@@ -114,7 +114,9 @@ public final class CPUEngine: Engine {
         prefillChunk = 64
         state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), maxLogits: slotCount,
                          threads: pool.threads,
-                         int8: activations == .int8 ? Int8Products(weights, columns: max(config.dim, config.qDim, config.ffnDim), batch: max(slotCount, prefillChunk)) : nil)
+                         int8: activations == .f32 ? nil
+                             : Int8Products(weights, columns: max(config.dim, config.qDim, config.ffnDim), batch: max(slotCount, prefillChunk),
+                                            parts: activations == .int8x2 ? 2 : 1))
         self.activations = activations
         let c = config
         let capacity = self.maxCacheLength
@@ -295,7 +297,7 @@ final class RunState {
     /// Row width of x/xb/xb2: max(dim, qDim).
     let width: Int
     let x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin: UnsafeMutablePointer<Float>
-    /// The matrix products' int8 inputs and packed weights (ActivationPrecision.int8 only).
+    /// The matrix products' int8 inputs and packed weights (ActivationPrecision.int8 / .int8x2 only).
     let int8: Int8Products?
     private var all: [UnsafeMutablePointer<Float>] = []
 

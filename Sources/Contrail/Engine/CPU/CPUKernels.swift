@@ -52,8 +52,8 @@ enum CPUKernels {
 
     /// Several products of one input (q/k/v, gate/up) in one parallel pass over all their rows: one hand-off
     /// to the threads instead of one each, and the input quantized once. With `int8`
-    /// (ActivationPrecision.int8), weights that have integer kernels read the activations quantized to int8,
-    /// from their eight-row packed copy where there is one, else row by row.
+    /// (ActivationPrecision.int8 / .int8x2), weights that have integer kernels read the activations quantized
+    /// to int8 (in one or two parts), from their eight-row packed copy where there is one, else row by row.
     static func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: Int, batch: Int, int8: Int8Products?, pool: ThreadPool) {
         let columns = products[0].w.columns
         // Pieces of whole groups of eight rows (the packed kernels' unit; the others take row pairs), so
@@ -64,8 +64,13 @@ enum CPUKernels {
         }
         let quantized = int8 != nil && products.contains { ck_q8_supports(ggmlType($0.w.tensor.type), Int64(columns)) == 1 }
         if let int8, quantized {
+            let parts = int8.parts, stride = int8.stride
             pool.parallelFor(batch, minimumPerThread: 8) { r in
-                for b in r { ck_quantize_q8(x + b * xStride, Int64(columns), int8.scratch + b * int8.stride) }
+                for b in r {
+                    let out = int8.scratch + b * parts * stride
+                    if parts == 2 { ck_quantize_q8_split(x + b * xStride, Int64(columns), out, out + stride) }
+                    else { ck_quantize_q8(x + b * xStride, Int64(columns), out) }
+                }
             }
         }
         var offsets = [0]
@@ -77,12 +82,13 @@ enum CPUKernels {
                 guard lo < hi else { continue }
                 let t = p.w.tensor, type = ggmlType(t.type)
                 if let int8, quantized, ck_q8_supports(type, Int64(columns)) == 1 {
+                    let parts = Int32(int8.parts)
                     if let packed = packed[i] {
                         _ = ck_matmul_r8(type, packed, Int64(columns), int8.scratch, Int64(int8.stride), p.y, Int64(p.yStride), Int64(batch),
-                                         Int64(lo), Int64(hi))
+                                         parts, Int64(lo), Int64(hi))
                     } else {
                         _ = ck_matmul_q8(type, t.data, Int64(t.rowBytes), Int64(columns), int8.scratch, Int64(int8.stride), p.y, Int64(p.yStride),
-                                         Int64(batch), Int64(lo), Int64(hi))
+                                         Int64(batch), parts, Int64(lo), Int64(hi))
                     }
                 } else {
                     _ = ck_matmul(type, t.data, Int64(t.rowBytes), Int64(columns), x, Int64(xStride), p.y, Int64(p.yStride), Int64(batch),
@@ -140,20 +146,23 @@ enum CPUKernels {
     }
 }
 
-/// What int8 activations need (ActivationPrecision.int8): scratch for up to `batch` quantized vectors of
-/// up to `columns` values, `stride` bytes apart, and the matrices repacked eight rows at a time where the
-/// CPU and type allow (ck_r8_pack, once at load; the same size as the originals).
+/// What int8 activations need (ActivationPrecision.int8, .int8x2): scratch for up to `batch` vectors of up
+/// to `columns` values quantized in `parts` (1, or 2 for int8x2: high and residual), `stride` bytes apart,
+/// and the matrices repacked eight rows at a time where the CPU and type allow (ck_r8_pack, once at load;
+/// about the originals' size).
 final class Int8Products: @unchecked Sendable {
     let stride: Int
+    let parts: Int
     let scratch: UnsafeMutableRawPointer
     private var packedByName: [String: UnsafeMutableRawPointer] = [:]
     /// Memory the packed copies take (the mapped originals stay for embedding lookups and are paged out
     /// by the kernel when unused).
     private(set) var packedBytes = 0
 
-    init(_ weights: ModelWeights, columns: Int, batch: Int) {
+    init(_ weights: ModelWeights, columns: Int, batch: Int, parts: Int) {
         stride = (Int(ck_q8_size(Int64(columns))) + 63) / 64 * 64
-        scratch = .allocate(byteCount: stride * max(1, batch), alignment: 64)
+        self.parts = parts
+        scratch = .allocate(byteCount: stride * parts * max(1, batch), alignment: 64)
         for m in [weights.output] + weights.layers.flatMap({ [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] }) {
             let t = m.tensor, type = CPUKernels.ggmlType(t.type)
             let size = ck_r8_size(type, Int64(t.rows), Int64(t.columns))
