@@ -25,25 +25,6 @@ int ck_q8_supports(int type, int64_t cols) {
     }
 }
 
-void ck_quantize_q8_generic(const float *x, int64_t cols, void *out) {
-    int8_t *q = (int8_t *)out;
-    float *d = (float *)((uint8_t *)out + cols), *s = d + cols / 32;
-    for (int64_t g = 0; g < cols / 32; g++) {
-        const float *xb = x + 32 * g;
-        float top = 0;
-        for (int i = 0; i < 32; i++) top = fmaxf(top, fabsf(xb[i]));
-        const float inv = top > 0 ? 127.0f / top : 0.0f;
-        int sum = 0;
-        for (int i = 0; i < 32; i++) {
-            const int v = (int)nearbyintf(xb[i] * inv);
-            q[32 * g + i] = (int8_t)v;
-            sum += v;
-        }
-        d[g] = top / 127.0f;
-        s[g] = d[g] * (float)sum;
-    }
-}
-
 /// One block of 32 quantized as ck_quantize_q8 does; returns Σq.
 static int quantize_block(const float *xb, int8_t *q, float *d) {
     float top = 0;
@@ -57,6 +38,15 @@ static int quantize_block(const float *xb, int8_t *q, float *d) {
     }
     *d = top / 127.0f;
     return sum;
+}
+
+void ck_quantize_q8_generic(const float *x, int64_t cols, void *out) {
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)((uint8_t *)out + cols), *s = d + cols / 32;
+    for (int64_t g = 0; g < cols / 32; g++) {
+        const int sum = quantize_block(x + 32 * g, q + 32 * g, &d[g]);
+        s[g] = d[g] * (float)sum;
+    }
 }
 
 void ck_quantize_q8_split(const float *x, int64_t cols, void *high, void *residual) {
@@ -74,8 +64,10 @@ void ck_quantize_q8_split(const float *x, int64_t cols, void *high, void *residu
     }
 }
 
-/// Block g (values 32g..32g+31) of a weight row as integers: value_i = ws[i/16]·q[i] + m.
-static void unpack(int type, const uint8_t *row, int64_t g, int8_t q[32], float ws[2], float *m) {
+/// Block g (values 32g..32g+31) of a weight row as integers: value_i = ws[i/16]·q[i] + m. Also what the
+/// eight-row packer (kernels_x86_r8.c) reads blocks with.
+void ck_q8_unpack(int type, const uint8_t *row, int64_t g, int8_t q[32], float ws[2], float *m);
+void ck_q8_unpack(int type, const uint8_t *row, int64_t g, int8_t q[32], float ws[2], float *m) {
     *m = 0;
     switch (type) {
     case CK_Q4_0: case CK_Q4_1: {
@@ -145,7 +137,7 @@ int ck_matmul_q8_generic(int type, const void *w, int64_t row_bytes, int64_t col
             // Eight partial sums of four products each, as the AVX2 lanes hold them.
             float acc[8] = {0}, macc = 0;
             for (int64_t g = 0; g < groups; g++) {
-                unpack(type, row, g, q, ws, &m);
+                ck_q8_unpack(type, row, g, q, ws, &m);
                 for (int lane = 0; lane < 8; lane++) {
                     int sum = 0;
                     for (int k = 0; k < 4; k++) sum += q[4 * lane + k] * xb[32 * g + 4 * lane + k];

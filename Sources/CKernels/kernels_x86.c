@@ -10,13 +10,6 @@
 
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 
-static inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 #include "kernels_x86.h"
 
 /// Σ_j q[j]·x[j] for 32 unsigned 4-bit values (low nibbles 0..15, high nibbles 16..31).
@@ -72,15 +65,6 @@ float ck_dot_q8_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(ck_h2f(row)), dot_i8x32(q0, q1, x), acc);
     }
     return hsum(acc);
-}
-
-/// 32 bits → 32 bytes of 0x10 where the bit is set (the fifth bit of Q5 values).
-static inline __m256i fifth_bits(uint32_t qh) {
-    const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
-    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuffle);
-    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
-    bytes = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-    return _mm256_and_si256(bytes, _mm256_set1_epi8(0x10));
 }
 
 float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
@@ -154,17 +138,6 @@ static inline void group_q5_0(const uint8_t *row, int64_t g, __m256 out[4]) {
     const __m128i lo = _mm_or_si128(_mm_and_si128(q, mask), _mm256_castsi256_si128(bits));
     const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm256_extracti128_si256(bits, 1));
     u8x32(lo, hi, d, _mm256_mul_ps(d, _mm256_set1_ps(-16.0f)), out);
-}
-
-/// Q4_K's 6-bit sub-block scale and min `j` (0..7) from its 12 packed bytes.
-static inline void k4_scale_min(int j, const uint8_t *q, float *sc, float *m) {
-    if (j < 4) {
-        *sc = (float)(q[j] & 63);
-        *m = (float)(q[j + 4] & 63);
-    } else {
-        *sc = (float)((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
-        *m = (float)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
 }
 
 /// Q4_K super-blocks (256 values, 144 bytes) hold eight sub-blocks of 32 with their own scale and min;

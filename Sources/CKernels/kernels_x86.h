@@ -23,3 +23,42 @@ static inline void ck_prefetch_ahead(const uint8_t *row, int64_t bytes, int64_t 
 
 /// How far ahead ck_prefetch_ahead reaches.
 #define CK_PREFETCH_BYTES 4096
+
+/// The sum of a vector's eight lanes, in a fixed order ((0+4)+(2+6)) + ((1+5)+(3+7)).
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/// 32 bits → 32 bytes of 0x10 where the bit is set (the fifth bit of Q5 values).
+static inline __m256i fifth_bits(uint32_t qh) {
+    const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuffle);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+    bytes = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    return _mm256_and_si256(bytes, _mm256_set1_epi8(0x10));
+}
+
+/// Q4_K's 6-bit sub-block scale and min `j` (0..7) from its 12 packed bytes.
+static inline void k4_scale_min(int j, const uint8_t *q, float *sc, float *m) {
+    if (j < 4) {
+        *sc = (float)(q[j] & 63);
+        *m = (float)(q[j + 4] & 63);
+    } else {
+        *sc = (float)((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
+        *m = (float)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/// Vectors b..b+V-1 of a batch quantized by ck_quantize_q8 (`stride` bytes apart, `cols` values each): their
+/// int8 values, per-block scales and per-block sums.
+static inline void ck_q8_vectors(const uint8_t *xq, int64_t stride, int64_t cols, int64_t b, int V, const int8_t *xv[4],
+                                 const float *xd[4], const float *xs[4]) {
+    for (int v = 0; v < V; v++) {
+        xv[v] = (const int8_t *)(xq + (b + v) * stride);
+        xd[v] = (const float *)(xq + (b + v) * stride + cols);
+        xs[v] = xd[v] + cols / 32;
+    }
+}

@@ -13,13 +13,6 @@
 
 #include "kernels_x86.h"
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 void ck_quantize_q8_avx2(const float *x, int64_t cols, void *out) {
     int8_t *q = (int8_t *)out;
     float *d = (float *)((uint8_t *)out + cols), *s = d + cols / 32;
@@ -59,13 +52,6 @@ static inline __m256i nibbles32(const uint8_t *qs) {
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), _mm_and_si128(raw, mask));
 }
 
-/// 32 bits → 32 bytes of 0x10 where the bit is set (the fifth bit of Q5 values).
-static inline __m256i q8_fifth_bits(uint32_t qh) {
-    const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
-    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuffle), bit = _mm256_set1_epi64x(0x8040201008040201);
-    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(0x10));
-}
-
 static inline void q8_q4_0(const uint8_t *row, int64_t g, __m256i *q, __m256 *sv, float *m) {
     const uint8_t *w = row + g * 18;
     *q = _mm256_sub_epi8(nibbles32(w + 2), _mm256_set1_epi8(8));
@@ -84,7 +70,7 @@ static inline void q8_q5_0(const uint8_t *row, int64_t g, __m256i *q, __m256 *sv
     const uint8_t *w = row + g * 22;
     uint32_t qh;
     memcpy(&qh, w + 2, 4);
-    *q = _mm256_sub_epi8(_mm256_or_si256(nibbles32(w + 6), q8_fifth_bits(qh)), _mm256_set1_epi8(16));
+    *q = _mm256_sub_epi8(_mm256_or_si256(nibbles32(w + 6), fifth_bits(qh)), _mm256_set1_epi8(16));
     *sv = _mm256_set1_ps(ck_h2f(w));
     *m = 0;
 }
@@ -97,14 +83,14 @@ static inline void q8_q8_0(const uint8_t *row, int64_t g, __m256i *q, __m256 *sv
 }
 
 static inline void q8_q4_K(const uint8_t *row, int64_t g, __m256i *q, __m256 *sv, float *m) {
-    const uint8_t *w = row + (g / 8) * 144, *sc = w + 4;
+    const uint8_t *w = row + (g / 8) * 144;
     const int j = (int)(g % 8);
-    const int scale = j < 4 ? sc[j] & 63 : (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-    const int min = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    float scale, min;
+    k4_scale_min(j, w + 4, &scale, &min);
     const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * (j / 2)));
     *q = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(0x0F));
-    *sv = _mm256_set1_ps(ck_h2f(w) * (float)scale);
-    *m = -(ck_h2f(w + 2) * (float)min);
+    *sv = _mm256_set1_ps(ck_h2f(w) * scale);
+    *m = -(ck_h2f(w + 2) * min);
 }
 
 static inline void q8_q6_K(const uint8_t *row, int64_t g, __m256i *q, __m256 *sv, float *m) {
@@ -163,7 +149,7 @@ static inline __attribute__((always_inline)) void q8_rows(q8_group_fn fn, const 
             }
         }
     }
-    for (int v = 0; v < V; v++) out[0][v] = hsum8(acc[0][v]) + macc[0][v], out[1][v] = hsum8(acc[1][v]) + macc[1][v];
+    for (int v = 0; v < V; v++) out[0][v] = hsum(acc[0][v]) + macc[0][v], out[1][v] = hsum(acc[1][v]) + macc[1][v];
 }
 
 static void q8_dispatch(int type, const uint8_t *w0, const uint8_t *w1, const int8_t *const *xq, const float *const *xd,
@@ -206,11 +192,7 @@ int ck_matmul_q8_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t col
             const int V = slots - b < 4 ? (int)(slots - b) : 4;
             const int8_t *xv[4];
             const float *xd[4], *xs[4];
-            for (int v = 0; v < V; v++) {
-                xv[v] = (const int8_t *)(xq + (b + v) * xq_stride);
-                xd[v] = (const float *)(xq + (b + v) * xq_stride + cols);
-                xs[v] = xd[v] + groups;
-            }
+            ck_q8_vectors(xq, xq_stride, cols, b, V, xv, xd, xs);
             q8_dispatch(type, w + r * row_bytes, pair ? w + (r + 1) * row_bytes : NULL, xv, xd, xs, V, groups, out);
             for (int v = 0; v < V; v += parts) {
                 const int64_t row = (b + v) / parts;

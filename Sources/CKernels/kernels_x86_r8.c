@@ -51,62 +51,19 @@ int64_t ck_r8_size_avx2(int type, int64_t rows, int64_t cols) {
 
 static inline uint16_t f32_to_f16(float f) { return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
 
-/// Block g (values 32g..32g+31) of a row as integers (unsigned for the types with a minimum), and its header:
-/// f16 bits of the scale and minimum, or for the K types f32 values (Q4_K: scale, minimum; Q6_K: the scales
-/// of values 0..15 and 16..31).
-static void source_block(int type, const uint8_t *row, int64_t g, int8_t q[32], uint16_t h[2], float f[2]) {
-    switch (type) {
-    case CK_Q4_0: case CK_Q4_1: {
-        const uint8_t *blk = row + g * (type == CK_Q4_1 ? 20 : 18), *qs = blk + (type == CK_Q4_1 ? 4 : 2);
-        for (int j = 0; j < 16; j++) q[j] = (int8_t)(qs[j] & 15), q[j + 16] = (int8_t)(qs[j] >> 4);
-        memcpy(&h[0], blk, 2);
-        // Q4_0: value = d·(q − 8) = d·q + m with m = −8d (exact in f16: a power-of-two multiple).
-        if (type == CK_Q4_1) memcpy(&h[1], blk + 2, 2);
-        else h[1] = f32_to_f16(-8.0f * _cvtsh_ss(h[0]));
-        return;
-    }
-    case CK_Q5_0: {
-        const uint8_t *blk = row + g * 22;
-        uint32_t qh;
-        memcpy(&qh, blk + 2, 4);
-        for (int j = 0; j < 16; j++) {
-            q[j] = (int8_t)((blk[6 + j] & 15) | (((qh >> j) & 1) << 4));
-            q[j + 16] = (int8_t)((blk[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
-        }
-        memcpy(&h[0], blk, 2);
-        h[1] = f32_to_f16(-16.0f * _cvtsh_ss(h[0]));
-        return;
-    }
-    case CK_Q8_0: {
-        const uint8_t *blk = row + g * 34;
-        memcpy(&h[0], blk, 2);
-        memcpy(q, blk + 2, 32);
-        return;
-    }
-    case CK_Q4_K: {
-        const uint8_t *blk = row + (g / 8) * 144, *sc = blk + 4;
-        const int j = (int)(g % 8);
-        const int scale = j < 4 ? sc[j] & 63 : (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-        const int min = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-        const uint8_t *qs = blk + 16 + 32 * (j / 2);
-        for (int i = 0; i < 32; i++) q[i] = (int8_t)(j & 1 ? qs[i] >> 4 : qs[i] & 15);
-        f[0] = ck_h2f(blk) * (float)scale;
-        f[1] = -(ck_h2f(blk + 2) * (float)min);
-        return;
-    }
-    case CK_Q6_K: {
-        const uint8_t *blk = row + (g / 8) * 210;
-        const int half = (int)(g % 8) / 4, j = (int)(g % 4);
-        const uint8_t *ql = blk + 64 * half + 32 * (j & 1), *qh = blk + 128 + 32 * half;
-        const int8_t *sc = (const int8_t *)(blk + 192) + 8 * half;
-        for (int i = 0; i < 32; i++) q[i] = (int8_t)((((j < 2 ? ql[i] : ql[i] >> 4) & 15) | (((qh[i] >> (2 * j)) & 3) << 4)) - 32);
-        const float d = ck_h2f(blk + 208);
-        f[0] = d * (float)sc[2 * j];
-        f[1] = d * (float)sc[2 * j + 1];
-        return;
-    }
-    default: return;
-    }
+void ck_q8_unpack(int type, const uint8_t *row, int64_t g, int8_t q[32], float ws[2], float *m);
+
+/// Block g (values 32g..32g+31) of a row as the packed layout holds it, from the portable block decoder:
+/// integers, unsigned for the types with a minimum (Q4_0's and Q5_0's offsets 8 and 16 become the minimum
+/// −8d / −16d, exact in f16: power-of-two multiples), and the header: scale and minimum (Q6_K: the
+/// scales of values 0..15 and 16..31).
+static void source_block(int type, const uint8_t *row, int64_t g, int8_t q[32], float f[2]) {
+    float ws[2], m;
+    ck_q8_unpack(type, row, g, q, ws, &m);
+    const int offset = type == CK_Q4_0 ? 8 : type == CK_Q5_0 ? 16 : 0;
+    for (int i = 0; i < 32; i++) q[i] = (int8_t)(q[i] + offset);
+    f[0] = ws[0];
+    f[1] = type == CK_Q6_K ? ws[1] : offset ? -(float)offset * ws[0] : m;
 }
 
 int ck_r8_pack_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t cols, uint8_t *out) {
@@ -118,13 +75,14 @@ int ck_r8_pack_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows,
             uint8_t *o = out + (G * groups + g) * bytes, *values = o + header;
             for (int r = 0; r < 8; r++) {
                 int8_t q[32];
-                uint16_t h[2] = {0, 0};
-                float f[2] = {0, 0};
-                source_block(type, w + (8 * G + r) * row_bytes, g, q, h, f);
+                float f[2];
+                source_block(type, w + (8 * G + r) * row_bytes, g, q, f);
                 if (wide) {
                     memcpy(o + 4 * r, &f[0], 4);
                     memcpy(o + 32 + 4 * r, &f[1], 4);
                 } else {
+                    // f16 scales and minimums convert back exactly (they came from f16, or are ±2^k multiples).
+                    const uint16_t h[2] = {f32_to_f16(f[0]), f32_to_f16(f[1])};
                     memcpy(o + 2 * r, &h[0], 2);
                     if (header == 32) memcpy(o + 16 + 2 * r, &h[1], 2);
                 }
@@ -258,11 +216,7 @@ int ck_matmul_r8_avx2(int type, const uint8_t *packed, int64_t cols, const uint8
             const int V = slots - b < 4 ? (int)(slots - b) : 4;
             const int8_t *xv[4];
             const float *xd[4], *xs[4];
-            for (int v = 0; v < V; v++) {
-                xv[v] = (const int8_t *)(xq + (b + v) * xq_stride);
-                xd[v] = (const float *)(xq + (b + v) * xq_stride + cols);
-                xs[v] = xd[v] + groups;
-            }
+            ck_q8_vectors(xq, xq_stride, cols, b, V, xv, xd, xs);
             r8_dispatch(type, p, groups, xv, xd, xs, V, out);
             for (int v = 0; v < V; v += parts)
                 _mm256_storeu_ps(y + (b + v) / parts * y_stride + 8 * G, parts == 2 ? _mm256_add_ps(out[v], out[v + 1]) : out[v]);

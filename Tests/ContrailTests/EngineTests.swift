@@ -20,6 +20,36 @@ func goldenCases() throws -> [GoldenCase] {
     }
 }
 
+/// One engine per golden model (fixture or synthetic checkpoint), loaded on first use.
+struct GoldenEngines {
+    let activations: ActivationPrecision
+    private var loaded: [String: CPUEngine] = [:]
+
+    init(activations: ActivationPrecision) { self.activations = activations }
+
+    mutating func engine(for c: GoldenCase) throws -> CPUEngine {
+        if let e = loaded[c.model] { return e }
+        let path = c.model.hasPrefix("synthetic-") ? try Fixtures.reference(c.model) : try Fixtures.path(c.model)
+        let e = try CPUEngine(Checkpoint.open(path), slots: 1, maxCacheLength: 128, activations: activations)
+        loaded[c.model] = e
+        return e
+    }
+}
+
+/// max_i |a[i] − b[i]| over the common length.
+func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
+    zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
+}
+
+/// The prompt's first token and greedy continuation, `count` tokens in all, decoded in slot 0 (then freed).
+func greedyIds(_ engine: CPUEngine, _ prefix: Prefix, count: Int) throws -> [Int32] {
+    try engine.insert(prefix, slot: 0)
+    defer { engine.free(slot: 0) }
+    var ids = [prefix.firstToken]
+    while ids.count < count { ids.append(try engine.generate()[0].token) }
+    return ids
+}
+
 @Suite("CPU engine", .serialized)
 struct EngineTests {
     /// Same greedy ids as the numpy reference, and first-step logits within 1e-3 absolute. Both run in f32
@@ -33,21 +63,14 @@ struct EngineTests {
         // Gemma 1 (GeGLU, (1+w) norms), Gemma 2 (soft-capping, alternating sliding window) and Gemma 3
         // (QK-norm, local/global rope, linear scaling) in Hugging Face layout.
         #expect(cases.count == 8)
-        var engines: [String: CPUEngine] = [:]
+        var engines = GoldenEngines(activations: .f32)
         for c in cases {
-            let path = c.model.hasPrefix("synthetic-") ? try Fixtures.reference(c.model) : try Fixtures.path(c.model)
-            let engine = try engines[c.model] ?? CPUEngine(Checkpoint.open(path), slots: 1, maxCacheLength: 128)
-            engines[c.model] = engine
+            let engine = try engines.engine(for: c)
             let prefix = try engine.prefill(c.prompt, sampling: .greedy)
             #expect(prefix.firstLogits.count == c.logits.count)
-            var worst: Float = 0
-            for i in 0..<min(prefix.firstLogits.count, c.logits.count) { worst = max(worst, abs(prefix.firstLogits[i] - c.logits[i])) }
+            let worst = maxDifference(prefix.firstLogits, c.logits)
             #expect(worst < 1e-3, "\(c.testDescription): max |Δlogit| = \(worst)")
-            try engine.insert(prefix, slot: 0)
-            var ids = [prefix.firstToken]
-            while ids.count < c.greedy.count { ids.append(try engine.generate()[0].token) }
-            engine.free(slot: 0)
-            #expect(ids == c.greedy, "\(c.testDescription)")
+            #expect(try greedyIds(engine, prefix, count: c.greedy.count) == c.greedy, "\(c.testDescription)")
         }
     }
 
@@ -60,14 +83,10 @@ struct EngineTests {
     /// Checked: logits within 3 of the reference (under twice the worst measured), and the reference's top
     /// token among this mode's top five.
     @Test func int8ActivationsStayNearTheReference() throws {
-        var engines: [String: CPUEngine] = [:]
+        var engines = GoldenEngines(activations: .int8)
         for c in try goldenCases() {
-            let path = c.model.hasPrefix("synthetic-") ? try Fixtures.reference(c.model) : try Fixtures.path(c.model)
-            let engine = try engines[c.model] ?? CPUEngine(Checkpoint.open(path), slots: 1, maxCacheLength: 128, activations: .int8)
-            engines[c.model] = engine
-            let logits = try engine.prefill(c.prompt, sampling: .greedy).firstLogits
-            var worst: Float = 0
-            for i in 0..<min(logits.count, c.logits.count) { worst = max(worst, abs(logits[i] - c.logits[i])) }
+            let logits = try engines.engine(for: c).prefill(c.prompt, sampling: .greedy).firstLogits
+            let worst = maxDifference(logits, c.logits)
             print("int8 activations, \(c.testDescription): max |Δlogit| vs the f32 reference \(worst)")
             #expect(worst < 3, "\(c.testDescription): max |Δlogit| = \(worst)")
             let best = c.logits.indices.max { c.logits[$0] < c.logits[$1] }!
@@ -80,21 +99,14 @@ struct EngineTests {
     /// every golden case and its first-step logits within 0.02 (measured: SmolLM2 0.0031 and 0.0065, Gemma 3
     /// 0.0019 and 0.0024; three times the worst), where int8 moves them by units.
     @Test func int8x2ActivationsKeepTheReferenceTokens() throws {
-        var engines: [String: CPUEngine] = [:]
+        var engines = GoldenEngines(activations: .int8x2)
         for c in try goldenCases() {
-            let path = c.model.hasPrefix("synthetic-") ? try Fixtures.reference(c.model) : try Fixtures.path(c.model)
-            let engine = try engines[c.model] ?? CPUEngine(Checkpoint.open(path), slots: 1, maxCacheLength: 128, activations: .int8x2)
-            engines[c.model] = engine
+            let engine = try engines.engine(for: c)
             let prefix = try engine.prefill(c.prompt, sampling: .greedy)
-            var worst: Float = 0
-            for i in 0..<min(prefix.firstLogits.count, c.logits.count) { worst = max(worst, abs(prefix.firstLogits[i] - c.logits[i])) }
+            let worst = maxDifference(prefix.firstLogits, c.logits)
             print("int8x2 activations, \(c.testDescription): max |Δlogit| vs the f32 reference \(worst)")
             #expect(worst < 0.02, "\(c.testDescription): max |Δlogit| = \(worst)")
-            try engine.insert(prefix, slot: 0)
-            var ids = [prefix.firstToken]
-            while ids.count < c.greedy.count { ids.append(try engine.generate()[0].token) }
-            engine.free(slot: 0)
-            #expect(ids == c.greedy, "\(c.testDescription)")
+            #expect(try greedyIds(engine, prefix, count: c.greedy.count) == c.greedy, "\(c.testDescription)")
         }
     }
 
