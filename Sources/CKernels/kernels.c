@@ -1,4 +1,5 @@
-// Portable kernels (any x86-64, arm64) and the run-time dispatch to the AVX2 copy when the CPU has it.
+// Portable kernels (any x86-64, arm64) and the run-time dispatch to the AVX2, AVX-512 (VNNI) and AMX copies
+// that the CPU runs.
 // Block layouts are GGUF's and the arithmetic follows ggml's reference order. Compiled -O3 even in
 // debug builds so the engine tests run at a usable speed.
 #define CK_SUFFIX generic
@@ -49,7 +50,26 @@ int ck_has_avx512(void) {
 #endif
 }
 
-/// 0: best available, 1: portable only, 2: at most AVX2. The process setting (CONTRAIL_ISA) can be
+int ck_has_avx512_vnni(void) {
+#if defined(__x86_64__)
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = ck_has_avx512() && __builtin_cpu_supports("avx512vnni");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+#else
+    return 0;
+#endif
+}
+
+#if !defined(__x86_64__)
+int ck_has_amx(void) { return 0; }
+#endif
+
+/// 0: best available, 1: portable only, 2: at most AVX2, 3: at most AVX-512 (no AMX). The process setting (CONTRAIL_ISA) can be
 /// overridden per thread, so a test comparing variants on its own thread never changes the kernels that
 /// an engine running beside it uses.
 static int isa_limit_value = 0;
@@ -59,6 +79,7 @@ void ck_set_thread_isa_limit(int limit) { thread_isa_limit = limit; }
 void ck_force_generic(int on) { ck_set_thread_isa_limit(on ? 1 : -1); }
 #define isa_limit (thread_isa_limit >= 0 ? thread_isa_limit : __atomic_load_n(&isa_limit_value, __ATOMIC_RELAXED))
 #define forced_generic (isa_limit == 1)
+#define avx512_allowed (isa_limit == 0 || isa_limit == 3)
 
 int ck_dequantize(int type, const void *src, float *dst, int64_t n) {
 #if defined(__x86_64__)
@@ -79,7 +100,7 @@ float ck_dot_q8_0_avx512(const uint8_t *row, const float *x, int64_t blocks);
 typedef float (*fused_dot)(const uint8_t *, const float *, int64_t);
 static fused_dot fused_kernel(int type) {
 #if defined(__x86_64__)
-    if (isa_limit == 0 && ck_has_avx512()) {
+    if (avx512_allowed && ck_has_avx512()) {
         switch (type) {
         case CK_Q4_0: return ck_dot_q4_0_avx512;
         case CK_Q4_1: return ck_dot_q4_1_avx512;
@@ -132,7 +153,7 @@ int ck_matmul(int type, const void *w, int64_t row_bytes, int64_t cols, const fl
         // fast as the fused kernels (~40 tok/s either way, measured) and it keeps every batch size on the
         // same arithmetic: a sequence's logits are bit-identical alone or among others, so a seed
         // reproduces its sample exactly under continuous batching.
-        const int wide = isa_limit == 0 && ck_has_avx512();
+        const int wide = avx512_allowed && ck_has_avx512();
         const int64_t need = (wide ? 4 : 2) * cols;
         float stack[16384];
         float *buf = need <= 16384 ? stack : (float *)malloc((size_t)need * sizeof(float));
@@ -214,12 +235,29 @@ int ck_r8_pack(int type, const void *w, int64_t row_bytes, int64_t rows, int64_t
     return -1;
 }
 
+int ck_matmul_r8_vnni(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y, int64_t y_stride,
+                      int64_t batch, int parts, int64_t row_begin, int64_t row_end);
+int ck_matmul_r8_amx(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y, int64_t y_stride,
+                     int64_t batch, int parts, int64_t row_begin, int64_t row_end);
+
+/// Below this many vectors (batch · parts) the AMX kernel's per-block tile store and 16-vector scaling
+/// cost more than the VNNI kernel's per-vector work.
+#define CK_AMX_MIN_VECTORS 8
+
+// The packed layout exists only where AVX2 runs (ck_r8_size says -1 elsewhere), so even the portable
+// setting keeps its AVX2 product; the variants give bit-identical results, so picking one by batch size
+// never changes an answer.
 int ck_matmul_r8(int type, const void *packed, int64_t cols, const void *xq, int64_t xq_stride, float *y, int64_t y_stride,
                  int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
 #if defined(__x86_64__)
-    if (ck_has_avx2())
-        return ck_matmul_r8_avx2(type, (const uint8_t *)packed, cols, (const uint8_t *)xq, xq_stride, y, y_stride, batch, parts, row_begin,
-                                 row_end);
+    if (ck_has_avx2()) {
+        const uint8_t *w = (const uint8_t *)packed, *x = (const uint8_t *)xq;
+        if (isa_limit == 0 && batch * parts >= CK_AMX_MIN_VECTORS && ck_has_amx())
+            return ck_matmul_r8_amx(type, w, cols, x, xq_stride, y, y_stride, batch, parts, row_begin, row_end);
+        if (avx512_allowed && ck_has_avx512_vnni())
+            return ck_matmul_r8_vnni(type, w, cols, x, xq_stride, y, y_stride, batch, parts, row_begin, row_end);
+        return ck_matmul_r8_avx2(type, w, cols, x, xq_stride, y, y_stride, batch, parts, row_begin, row_end);
+    }
 #endif
     (void)type, (void)packed, (void)cols, (void)xq, (void)xq_stride, (void)y, (void)y_stride, (void)batch, (void)parts, (void)row_begin,
         (void)row_end;

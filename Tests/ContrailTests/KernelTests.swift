@@ -429,3 +429,52 @@ extension KernelTests {
         for batch in [1, 2, 3, 5] { #expect(Array(full[0..<batch * rows]) == run(batch), "\(type) batch \(batch) vs 8") }
     }
 }
+
+extension KernelTests {
+    /// The packed int8 product's AVX-512 VNNI and AMX variants against the AVX2 one: the same integers per
+    /// block and the same float operations in the same order, so bit-identical results, for one vector and
+    /// for partial and whole 16-vector tiles, int8 and int8x2 (parts 2), and a piece of the rows.
+    @Test(arguments: [TensorType.q4_0, .q4_1, .q5_0, .q8_0, .q4_K, .q6_K])
+    func packedVariantsMatchAVX2(_ type: TensorType) throws {
+        let variants: [(name: String, limit: Int32, runs: Bool)] = [("AVX-512 VNNI", 3, ck_has_avx512_vnni() == 1), ("AMX", 0, ck_has_amx() == 1)]
+        for v in variants where !v.runs { print("KernelTests: this CPU does not run \(v.name) (skipping its packed int8 comparison)") }
+        guard ck_has_avx2() == 1, variants.contains(where: \.runs) else { return }
+        var rng = SeededGenerator(seed: 53)
+        let rows = 32, columns = type == .q4_K || type == .q6_K ? 512 : 288
+        let (weights, rowBytes, t) = randomMatrix(type, rows: rows, columns: columns, rng: &rng)
+        var packed = [UInt8](repeating: 0, count: Int(ck_r8_size(t, Int64(rows), Int64(columns))))
+        #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
+        let most = 40
+        let x = (0..<most * columns).map { _ in rng.nextUnit() * 2 - 1 }
+        let (single, stride) = quantized(x, columns: columns, batch: most)
+        // int8x2: (high, residual) pairs, one after the other.
+        var split = [UInt8](repeating: 0, count: 2 * most * stride)
+        split.withUnsafeMutableBytes { out in
+            x.withUnsafeBufferPointer { xb in
+                for b in 0..<most {
+                    ck_quantize_q8_split(xb.baseAddress! + b * columns, Int64(columns), out.baseAddress! + 2 * b * stride, out.baseAddress! + (2 * b + 1) * stride)
+                }
+            }
+        }
+        func run(_ limit: Int32, batch: Int, parts: Int32, rows range: Range<Int>) -> [Float] {
+            ck_set_thread_isa_limit(limit)
+            defer { ck_set_thread_isa_limit(-1) }
+            var y = [Float](repeating: -7, count: batch * rows)
+            let rc = ck_matmul_r8(t, packed, Int64(columns), parts == 2 ? split : single, Int64(stride), &y, Int64(rows), Int64(batch), parts,
+                                  Int64(range.lowerBound), Int64(range.upperBound))
+            #expect(rc == 0)
+            return y
+        }
+        for v in variants where v.runs {
+            for parts: Int32 in [1, 2] {
+                for batch in [1, 3, 4, 7, 8, 9, 16, 17, 31, 40] {
+                    for range in [0..<rows, 8..<24] {
+                        let reference = run(2, batch: batch, parts: parts, rows: range), got = run(v.limit, batch: batch, parts: parts, rows: range)
+                        let differing = zip(reference, got).enumerated().filter { $0.element.0 != $0.element.1 }
+                        #expect(differing.isEmpty, "\(v.name) \(type) parts \(parts) batch \(batch) rows \(range): \(differing.count) differ, first at \(differing.first.map { "\($0.offset): \($0.element)" } ?? "")")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -45,13 +45,13 @@ int ck_q8_supports(int type, int64_t cols);
 int ck_matmul_q8(int type, const void *w, int64_t row_bytes, int64_t cols, const void *xq, int64_t xq_stride, float *y,
                  int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end);
 
-/// Weights repacked eight rows at a time for ck_matmul_r8 (faster int8-activation products; AVX2 only):
+/// Weights repacked eight rows at a time for ck_matmul_r8 (faster int8-activation products; x86 with AVX2 or more):
 /// the packed size in bytes, or -1 when this CPU, type (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) or shape (rows a
 /// multiple of 8, cols whole blocks) is not covered — then ck_matmul_q8 on the original rows is the way.
 int64_t ck_r8_size(int type, int64_t rows, int64_t cols);
 int ck_r8_pack(int type, const void *w, int64_t row_bytes, int64_t rows, int64_t cols, void *out);
-/// ck_matmul_q8 on packed weights, for rows [row_begin, row_end) in multiples of 8. The same arithmetic for
-/// every batch size. Returns -1 when it cannot run.
+/// ck_matmul_q8 on packed weights, for rows [row_begin, row_end) in multiples of 8: AVX2, AVX-512 VNNI, or AMX
+/// tiles for 8 or more vectors, all bit-identical, so the same arithmetic for every batch size. Returns -1 when it cannot run.
 int ck_matmul_r8(int type, const void *packed, int64_t cols, const void *xq, int64_t xq_stride, float *y, int64_t y_stride,
                  int64_t batch, int parts, int64_t row_begin, int64_t row_end);
 
@@ -74,7 +74,13 @@ void ck_kv_store(int kv_type, const float *x, int64_t n, void *dst, float *scale
 int ck_has_avx2(void);
 /// 1 when the AVX-512 kernels run on this CPU (they are preferred then).
 int ck_has_avx512(void);
-/// Process-wide (CONTRAIL_ISA): 0 uses the best kernels, 1 only the portable ones, 2 at most the AVX2 ones.
+/// 1 when AVX-512 VNNI runs here (the packed int8 product then uses VPDPBUSD).
+int ck_has_avx512_vnni(void);
+/// 1 when AMX int8 tiles run here: the CPU has them, the OS granted this process tile state, and a
+/// tile instruction ran (prefill and batched decode then use them for packed int8 products).
+int ck_has_amx(void);
+/// Process-wide (CONTRAIL_ISA): 0 uses the best kernels, 1 only the portable ones, 2 at most the AVX2 ones,
+/// 3 at most the AVX-512 ones (no AMX).
 void ck_set_isa_limit(int limit);
 /// Tests: the same limit for calls on this thread only; -1 follows the process-wide setting again.
 void ck_set_thread_isa_limit(int limit);

@@ -6,13 +6,14 @@ import Glibc
 
 /// The CPU backend's operations on f32 activations; weight matrices are read in their stored format.
 enum CPUKernels {
-    /// `CONTRAIL_ISA=generic|avx2` caps the kernels used (A/B measurements, working around a CPU that
+    /// `CONTRAIL_ISA=generic|avx2|avx512` caps the kernels used (A/B measurements, working around a CPU that
     /// advertises more than it runs); unset: the best the CPU has.
     static func applyISAOverride() {
         guard let v = getenv("CONTRAIL_ISA").map({ String(cString: $0) }) else { return }
         switch v {
         case "generic": ck_set_isa_limit(1)
         case "avx2": ck_set_isa_limit(2)
+        case "avx512": ck_set_isa_limit(3)
         default: ck_set_isa_limit(0)
         }
     }
