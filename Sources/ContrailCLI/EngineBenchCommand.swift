@@ -29,7 +29,7 @@ struct EngineBenchCommand: ParsableCommand {
             if backend == "pjrt" {
                 guard let pjrtPlugin else { throw fail("--backend pjrt needs --pjrt-plugin") }
                 let client: PJRTClient
-                do { client = try PJRTClient(plugin: try PJRTPlugin.load(pjrtPlugin), cpuDeviceCount: 1) } catch { throw fail("\(error)") }
+                do { client = try PJRTClient(plugin: try PJRTPlugin.load(pjrtPlugin)) } catch { throw fail("\(error)") }
                 pjrt = try PJRTEngine(checkpoint, client: client, slots: max(1, maxBatch), maxCacheLength: cache)
                 engine = pjrt!
             } else {

@@ -124,7 +124,6 @@ public final class PJRTEngine: Engine {
         let live = (0..<slotCount).filter { slots[$0].live }
         guard !live.isEmpty else { return [] }
         for s in live where slots[s].length >= maxCacheLength { throw EngineError.cacheFull(slot: s) }
-        let (B, S) = (slotCount, maxCacheLength)
         // Sampling happens on the device (only ids come back) unless a slot needs penalties or
         // log-probabilities, which bring the logits to the host's Sampler.
         let params = live.map { slots[$0].sampler.params }
