@@ -17,60 +17,39 @@ int ck_attention_simd_avx2(int kv_type, const float *q, const void *keys, const 
 int ck_matvec_avx2(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y, int64_t row_begin,
                    int64_t row_end);
 
-// The feature answers are cached with relaxed atomics: threads may race to fill them in, all with the
-// same value.
-int ck_has_avx2(void) {
 #if defined(__x86_64__)
-    static int cached = -1;
-    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+/// `probe()`'s answer, computed once: threads may race to fill it in, all with the same value.
+static int cached_answer(int *cache, int (*probe)(void)) {
+    int v = __atomic_load_n(cache, __ATOMIC_RELAXED);
     if (v < 0) {
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+        v = probe();
+        __atomic_store_n(cache, v, __ATOMIC_RELAXED);
     }
     return v;
-#else
-    return 0;
-#endif
 }
 
-int ck_has_avx512(void) {
-#if defined(__x86_64__)
-    static int cached = -1;
-    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (v < 0) {
-        __builtin_cpu_init();
-        v = ck_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vl");
-        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
-    }
-    return v;
-#else
-    return 0;
-#endif
+static int probe_avx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
-
-int ck_has_avx512_vnni(void) {
-#if defined(__x86_64__)
-    static int cached = -1;
-    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (v < 0) {
-        __builtin_cpu_init();
-        v = ck_has_avx512() && __builtin_cpu_supports("avx512vnni");
-        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
-    }
-    return v;
-#else
-    return 0;
-#endif
+static int probe_avx512(void) {
+    return ck_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
+static int probe_avx512_vnni(void) { return ck_has_avx512() && __builtin_cpu_supports("avx512vnni"); }
 
-#if !defined(__x86_64__)
+static int avx2_answer = -1, avx512_answer = -1, vnni_answer = -1;
+int ck_has_avx2(void) { return cached_answer(&avx2_answer, probe_avx2); }
+int ck_has_avx512(void) { return cached_answer(&avx512_answer, probe_avx512); }
+int ck_has_avx512_vnni(void) { return cached_answer(&vnni_answer, probe_avx512_vnni); }
+#else
+int ck_has_avx2(void) { return 0; }
+int ck_has_avx512(void) { return 0; }
+int ck_has_avx512_vnni(void) { return 0; }
 int ck_has_amx(void) { return 0; }
 #endif
 
-/// 0: best available, 1: portable only, 2: at most AVX2, 3: at most AVX-512 (no AMX). The process setting (CONTRAIL_ISA) can be
-/// overridden per thread, so a test comparing variants on its own thread never changes the kernels that
+/// 0: best available, 1: portable only, 2: at most AVX2, 3: at most AVX-512 (no AMX). The process setting
+/// (CONTRAIL_ISA) can be overridden per thread, so a test comparing variants on its own thread never changes the kernels that
 /// an engine running beside it uses.
 static int isa_limit_value = 0;
 static _Thread_local int thread_isa_limit = -1;
