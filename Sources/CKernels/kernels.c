@@ -49,8 +49,8 @@ int ck_has_amx(void) { return 0; }
 #endif
 
 /// 0: best available, 1: portable only, 2: at most AVX2, 3: at most AVX-512 (no AMX). The process setting
-/// (CONTRAIL_ISA) can be overridden per thread, so a test comparing variants on its own thread never changes the kernels that
-/// an engine running beside it uses.
+/// (CONTRAIL_ISA) can be overridden per thread, so a test comparing variants on its own thread never
+/// changes the kernels that an engine running beside it uses.
 static int isa_limit_value = 0;
 static _Thread_local int thread_isa_limit = -1;
 void ck_set_isa_limit(int limit) { __atomic_store_n(&isa_limit_value, limit, __ATOMIC_RELAXED); }
