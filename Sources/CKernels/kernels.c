@@ -259,3 +259,18 @@ void ck_attention(int kv_type, const float *q, const void *keys, const float *ke
 
 // Stores are rare (one row per token and layer) and need no SIMD copy.
 void ck_kv_store(int kv_type, const float *x, int64_t n, void *dst, float *scale) { ck_kv_store_generic(kv_type, x, n, dst, scale); }
+
+void ck_gated_activation_avx2(int kind, float *gate, const float *up, int64_t n);
+
+void ck_gated_activation(int kind, float *gate, const float *up, int64_t n) {
+#if defined(__x86_64__)
+    if (!forced_generic && ck_has_avx2()) {
+        ck_gated_activation_avx2(kind, gate, up, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        const float x = gate[i];
+        gate[i] = (kind == CK_ACT_GELU_TANH ? 0.5f * x * (1 + tanhf(0.7978845608f * (x + 0.044715f * x * x * x))) : x / (1 + expf(-x))) * up[i];
+    }
+}

@@ -66,6 +66,13 @@ void ck_attention(int kv_type, const float *q, const void *keys, const float *ke
                   const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
                   float *scores, float *out);
 
+/// The gated activations of a feed-forward layer.
+enum { CK_ACT_SILU = 0, CK_ACT_GELU_TANH = 1 };
+
+/// gate[i] = act(gate[i]) · up[i] for SiLU (x·σ(x), Llama) or tanh-approximated GELU (Gemma). Every element
+/// gets the same arithmetic wherever a call's range starts or ends (results never depend on the split).
+void ck_gated_activation(int kind, float *gate, const float *up, int64_t n);
+
 /// Stores `n` f32 values as one cache row of `kv_type` at `dst`: copied, rounded to bf16 (nearest even),
 /// or quantized to int8 with the row's scale (max |x| / 127) written to `*scale`.
 void ck_kv_store(int kv_type, const float *x, int64_t n, void *dst, float *scale);

@@ -266,13 +266,10 @@ public final class CPUEngine: Engine {
             CPUKernels.matmul([.init(w: w.gate, y: s.hb, yStride: ffn, scales: norms.scales(of: w.gate)),
                                .init(w: w.up, y: s.hb2, yStride: ffn, scales: norms.scales(of: w.up))],
                               s.xb, xStride: w0, batch: B, int8: s.int8, pool: pool)
-            // Elementwise, but B × ffn transcendental calls: split across the threads for prefill and batches.
-            let activation = c.activation
+            // Elementwise, but B × ffn exponentials: split across the threads for prefill and batches.
+            let activation = Int32(c.activation == .silu ? CK_ACT_SILU : CK_ACT_GELU_TANH)
             pool.parallelFor(B * ffn, minimumPerThread: 4096) { r in
-                switch activation {
-                case .silu: for i in r { s.hb[i] = CPUKernels.silu(s.hb[i]) * s.hb2[i] }
-                case .geluTanh: for i in r { s.hb[i] = CPUKernels.geluTanh(s.hb[i]) * s.hb2[i] }
-                }
+                ck_gated_activation(activation, s.hb + r.lowerBound, s.hb2 + r.lowerBound, Int64(r.count))
             }
             CPUKernels.matmul(w.down, s.hb, xStride: ffn, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.down), int8: s.int8, pool: pool)
             for b in 0..<B {

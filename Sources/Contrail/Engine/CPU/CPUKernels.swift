@@ -139,12 +139,6 @@ enum CPUKernels {
             }
         }
     }
-
-    @inline(__always) static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }
-
-    @inline(__always) static func geluTanh(_ x: Float) -> Float {
-        0.5 * x * (1 + tanhf(0.797_884_56 * (x + 0.044_715 * x * x * x)))
-    }
 }
 
 /// What int8 activations need (ActivationPrecision.int8, .int8x2): scratch for up to `batch` vectors of up
