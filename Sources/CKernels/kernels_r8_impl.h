@@ -6,7 +6,6 @@
 #define CK_R8_CAT2(a, b) a##_##b
 #define CK_R8_CAT(a, b) CK_R8_CAT2(a, b)
 
-/// Four activation values (c = 0..7 of block g) in every 32-bit lane.
 #ifndef CK_R8_SHARED
 #define CK_R8_SHARED
 /// Four activation values (c = 0..7 of block g) in every 32-bit lane.
@@ -81,53 +80,35 @@ static inline __attribute__((always_inline)) void CK_R8_CAT(r8_group, CK_R8_SUFF
 #if !CK_R8_VNNI
             for (int v = 0; v < V; v++) sum[v] = _mm256_madd_epi16(sum[v], ones);
 #endif
-        } else if (type == CK_Q5_0) {
-            // Pair sums ≤ 2·31·127: four fit 16 bits, so each half widens on its own.
-            for (int half = 0; half < 2; half++) {
-#if !CK_R8_VNNI
-                __m256i s16[4];
-                for (int v = 0; v < 4; v++) s16[v] = _mm256_setzero_si256();
-#endif
-                for (int c = 4 * half; c < 4 * half + 4; c++) {
-                    const __m256i w = _mm256_loadu_si256((const __m256i *)(vals + 32 * c));
-                    for (int v = 0; v < V; v++) {
-#if CK_R8_VNNI
-                        sum[v] = CK_DPBUSD(sum[v], w, XV(v, c));
-#else
-                        s16[v] = _mm256_add_epi16(s16[v], _mm256_maddubs_epi16(w, XV(v, c)));
-#endif
-                    }
-                }
-#if !CK_R8_VNNI
-                for (int v = 0; v < V; v++) sum[v] = _mm256_add_epi32(sum[v], _mm256_madd_epi16(s16[v], ones));
-#endif
-            }
         } else {
-            // Signed weights (Q8_0; Q6_K's two halves have their own scales): |w| times x with w's sign.
-            // Q8_0's pair sums need widening one by one; Q6_K's (≤ 2·32·127) four at a time.
+            // Whole bytes, in two halves of four registers. Q5_0's are unsigned; Q8_0's and Q6_K's signed, taken
+            // as |w| times x with w's sign; Q6_K's halves have their own scales. Q5_0's pair sums (≤ 2·31·127)
+            // and Q6_K's (≤ 2·32·127) fit four to a 16-bit accumulator, Q8_0's need widening one by one.
+            const int is_signed = type != CK_Q5_0;
             for (int half = 0; half < 2; half++) {
+                __m256i *into = type == CK_Q6_K && half ? second : sum;
 #if !CK_R8_VNNI
                 __m256i s16[4];
                 for (int v = 0; v < 4; v++) s16[v] = _mm256_setzero_si256();
 #endif
                 for (int c = 4 * half; c < 4 * half + 4; c++) {
-                    const __m256i w = _mm256_loadu_si256((const __m256i *)(vals + 32 * c)), aw = _mm256_abs_epi8(w);
+                    const __m256i w = _mm256_loadu_si256((const __m256i *)(vals + 32 * c)), u = is_signed ? _mm256_abs_epi8(w) : w;
                     for (int v = 0; v < V; v++) {
-                        __m256i *into = type == CK_Q6_K && half ? &second[v] : &sum[v];
+                        const __m256i xs = is_signed ? _mm256_sign_epi8(XV(v, c), w) : XV(v, c);
 #if CK_R8_VNNI
-                        *into = CK_DPBUSD(*into, aw, _mm256_sign_epi8(XV(v, c), w));
+                        into[v] = CK_DPBUSD(into[v], u, xs);
 #else
-                        const __m256i pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(XV(v, c), w));
-                        if (type == CK_Q6_K)
-                            s16[v] = _mm256_add_epi16(s16[v], pairs);
+                        const __m256i pairs = _mm256_maddubs_epi16(u, xs);
+                        if (type == CK_Q8_0)
+                            into[v] = _mm256_add_epi32(into[v], _mm256_madd_epi16(pairs, ones));
                         else
-                            *into = _mm256_add_epi32(*into, _mm256_madd_epi16(pairs, ones));
+                            s16[v] = _mm256_add_epi16(s16[v], pairs);
 #endif
                     }
                 }
 #if !CK_R8_VNNI
-                if (type == CK_Q6_K)
-                    for (int v = 0; v < V; v++) (half ? second : sum)[v] = _mm256_madd_epi16(s16[v], ones);
+                if (type != CK_Q8_0)
+                    for (int v = 0; v < V; v++) into[v] = _mm256_add_epi32(into[v], _mm256_madd_epi16(s16[v], ones));
 #endif
             }
         }
@@ -157,21 +138,15 @@ static inline __attribute__((always_inline)) void CK_R8_CAT(r8_group, CK_R8_SUFF
 static void CK_R8_CAT(r8_dispatch, CK_R8_SUFFIX)(int type, const uint8_t *p, int64_t groups, const uint8_t *x, int64_t stride, int64_t cols,
                                                 int V, int prefetch, __m256 out[4]) {
 #define CK_R8(T)                                                                                                                     \
-    switch (V) {                                                                                                                     \
-    case 1: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 1, prefetch, out); break;                                        \
-    case 2: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 2, prefetch, out); break;                                        \
-    case 3: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 3, prefetch, out); break;                                        \
-    default: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 4, prefetch, out); break;                                       \
-    }
-    switch (type) {
-    case CK_Q4_0: CK_R8(CK_Q4_0) break;
-    case CK_Q4_1: CK_R8(CK_Q4_1) break;
-    case CK_Q5_0: CK_R8(CK_Q5_0) break;
-    case CK_Q8_0: CK_R8(CK_Q8_0) break;
-    case CK_Q4_K: CK_R8(CK_Q4_K) break;
-    case CK_Q6_K: CK_R8(CK_Q6_K) break;
-    default: break;
-    }
+    case T:                                                                                                                          \
+        switch (V) {                                                                                                                 \
+        case 1: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 1, prefetch, out); break;                          \
+        case 2: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 2, prefetch, out); break;                          \
+        case 3: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 3, prefetch, out); break;                          \
+        default: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 4, prefetch, out); break;                         \
+        }                                                                                                                            \
+        break;
+    switch (type) { CK_R8_TYPES(CK_R8) default: break; }
 #undef CK_R8
 }
 
@@ -180,9 +155,8 @@ static void CK_R8_CAT(r8_dispatch, CK_R8_SUFFIX)(int type, const uint8_t *p, int
 /// residual) pairs whose results are added.
 int CK_R8_CAT(ck_matmul_r8, CK_R8_SUFFIX)(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y,
                                           int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
-    const int64_t bytes = block8_bytes(type);
-    if (bytes == 0 || cols % 32 != 0 || row_begin % 8 != 0 || row_end % 8 != 0 || (parts != 1 && parts != 2)) return -1;
-    const int64_t groups = cols / 32, group_bytes = groups * bytes, slots = batch * parts;
+    if (!r8_args_ok(type, cols, row_begin, row_end, parts)) return -1;
+    const int64_t groups = cols / 32, group_bytes = groups * block8_bytes(type), slots = batch * parts;
     __m256 out[4];
     for (int64_t G = row_begin / 8; G < row_end / 8; G++) {
         const uint8_t *p = packed + G * group_bytes;

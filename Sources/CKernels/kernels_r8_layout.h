@@ -16,3 +16,12 @@ static inline int64_t block8_bytes(int type) {
 /// Bytes before the values of a packed block (the scales, and the minimums or second scales).
 static inline int64_t header_bytes(int type) { return type == CK_Q8_0 ? 16 : type == CK_Q4_K || type == CK_Q6_K ? 64 : 32; }
 
+
+/// The types the layout covers: the kernels' per-type dispatch is generated from this list.
+#define CK_R8_TYPES(X) X(CK_Q4_0) X(CK_Q4_1) X(CK_Q5_0) X(CK_Q8_0) X(CK_Q4_K) X(CK_Q6_K)
+
+/// 1 when every packed-product kernel takes these arguments: a covered type, whole blocks, row ranges in
+/// whole groups of eight, and parts 1 or 2.
+static inline int r8_args_ok(int type, int64_t cols, int64_t row_begin, int64_t row_end, int parts) {
+    return block8_bytes(type) != 0 && cols % 32 == 0 && row_begin % 8 == 0 && row_end % 8 == 0 && (parts == 1 || parts == 2);
+}

@@ -172,15 +172,9 @@ static inline __attribute__((always_inline)) void amx_group(const int type, cons
 
 static void amx_dispatch(int type, const uint8_t *p, int64_t groups, const uint8_t *xq, int64_t stride, const float *dx, const float *xs,
                          int32_t *cbuf, __m512 out[8]) {
-    switch (type) {
-    case CK_Q4_0: amx_group(CK_Q4_0, p, groups, xq, stride, dx, xs, cbuf, out); break;
-    case CK_Q4_1: amx_group(CK_Q4_1, p, groups, xq, stride, dx, xs, cbuf, out); break;
-    case CK_Q5_0: amx_group(CK_Q5_0, p, groups, xq, stride, dx, xs, cbuf, out); break;
-    case CK_Q8_0: amx_group(CK_Q8_0, p, groups, xq, stride, dx, xs, cbuf, out); break;
-    case CK_Q4_K: amx_group(CK_Q4_K, p, groups, xq, stride, dx, xs, cbuf, out); break;
-    case CK_Q6_K: amx_group(CK_Q6_K, p, groups, xq, stride, dx, xs, cbuf, out); break;
-    default: break;
-    }
+#define CK_AMX(T) case T: amx_group(T, p, groups, xq, stride, dx, xs, cbuf, out); break;
+    switch (type) { CK_R8_TYPES(CK_AMX) default: break; }
+#undef CK_AMX
 }
 
 /// Per-thread scratch for the transposed block scales, grown as needed (the pool's threads live on).
@@ -190,9 +184,8 @@ static _Thread_local int64_t scales_cap;
 /// ck_matmul_r8 for batch·parts vectors, 16 at a time (a last partial tile has fewer A/C rows).
 int ck_matmul_r8_amx(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y, int64_t y_stride,
                      int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
-    const int64_t bytes = block8_bytes(type);
-    if (bytes == 0 || cols % 32 != 0 || row_begin % 8 != 0 || row_end % 8 != 0 || (parts != 1 && parts != 2)) return -1;
-    const int64_t groups = cols / 32, group_bytes = groups * bytes, slots = batch * parts;
+    if (!r8_args_ok(type, cols, row_begin, row_end, parts)) return -1;
+    const int64_t groups = cols / 32, group_bytes = groups * block8_bytes(type), slots = batch * parts;
     if (scales_cap < 32 * groups) {
         float *grown = realloc(scales_buf, (size_t)(32 * groups) * sizeof(float));
         if (grown == NULL) return -1;
