@@ -257,6 +257,29 @@ void ck_attention(int kv_type, const float *q, const void *keys, const float *ke
     ck_attention_generic(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out);
 }
 
+int ck_attention_causal_avx2(int kv_type, const float *q, int64_t q_stride, int64_t nq, int64_t pos0, int64_t window, const void *keys,
+                             const float *key_scales, const void *values, const float *value_scales, int64_t stride, int64_t head_dim,
+                             float scale, float softcap, float *scratch, float *out, int64_t out_stride);
+
+void ck_attention_causal(int kv_type, const float *q, int64_t q_stride, int64_t nq, int64_t pos0, int64_t window, const void *keys,
+                         const float *key_scales, const void *values, const float *value_scales, int64_t stride, int64_t head_dim,
+                         float scale, float softcap, float *scratch, float *out, int64_t out_stride) {
+#if defined(__x86_64__)
+    if (!forced_generic && ck_has_avx2() &&
+        ck_attention_causal_avx2(kv_type, q, q_stride, nq, pos0, window, keys, key_scales, values, value_scales, stride, head_dim, scale,
+                                 softcap, scratch, out, out_stride) == 0)
+        return;
+#endif
+    // Query by query, each over its own span.
+    const int64_t size = kv_type == CK_KV_BF16 ? 2 : kv_type == CK_KV_I8 ? 1 : 4;
+    for (int64_t j = 0; j < nq; j++) {
+        const int64_t p = pos0 + j, start = window > 0 && p + 1 > window ? p + 1 - window : 0;
+        ck_attention(kv_type, q + j * q_stride, (const uint8_t *)keys + start * stride * size, key_scales ? key_scales + start : NULL,
+                     (const uint8_t *)values + start * stride * size, value_scales ? value_scales + start : NULL, stride, p + 1 - start,
+                     head_dim, scale, softcap, scratch, out + j * out_stride);
+    }
+}
+
 // Stores are rare (one row per token and layer) and need no SIMD copy.
 void ck_kv_store(int kv_type, const float *x, int64_t n, void *dst, float *scale) { ck_kv_store_generic(kv_type, x, n, dst, scale); }
 

@@ -272,6 +272,16 @@ extension KernelTests {
 }
 
 extension KernelTests {
+    /// `rows` rows of `x` (`rowStride` apart) stored as a cache of `type` (`width` bytes a value), with
+    /// their scales (int8).
+    func cacheRows(_ x: [Float], type: Int32, width: Int, rows: Int, rowStride: Int) -> (bytes: [UInt8], scales: [Float]) {
+        var bytes = [UInt8](repeating: 0, count: rows * rowStride * width), scales = [Float](repeating: 0, count: rows)
+        for t in 0..<rows {
+            x.withUnsafeBufferPointer { ck_kv_store(type, $0.baseAddress! + t * rowStride, Int64(rowStride), &bytes[t * rowStride * width], &scales[t]) }
+        }
+        return (bytes, scales)
+    }
+
     /// The AVX2 attention (four keys at a time, values summed in registers) against the portable one, for
     /// every cache storage, head sizes that fill its 64-wide blocks or not (and 60, which it leaves to the
     /// auto-vectorized copy), spans with and without a remainder of four, with and without soft-capping.
@@ -289,12 +299,8 @@ extension KernelTests {
                     let values = (0..<span * stride).map { _ in Float(rng.nextUnit() * 2 - 1) }
                     let q = (0..<headDim).map { _ in Float(rng.nextUnit() - 0.5) }
                     for (type, width) in [(Int32(CK_KV_F32), 4), (Int32(CK_KV_BF16), 2), (Int32(CK_KV_I8), 1)] {
-                        var k = [UInt8](repeating: 0, count: span * stride * width), v = k
-                        var ks = [Float](repeating: 0, count: span), vs = ks
-                        for t in 0..<span {
-                            keys.withUnsafeBufferPointer { ck_kv_store(type, $0.baseAddress! + t * stride, Int64(stride), &k[t * stride * width], &ks[t]) }
-                            values.withUnsafeBufferPointer { ck_kv_store(type, $0.baseAddress! + t * stride, Int64(stride), &v[t * stride * width], &vs[t]) }
-                        }
+                        let (k, ks) = cacheRows(keys, type: type, width: width, rows: span, rowStride: stride)
+                        let (v, vs) = cacheRows(values, type: type, width: width, rows: span, rowStride: stride)
                         var scratch = [Float](repeating: 0, count: span)
                         func run(_ limit: Int32) -> [Float] {
                             ck_set_thread_isa_limit(limit)
@@ -308,6 +314,65 @@ extension KernelTests {
                         let portable = run(1), fast = run(2)
                         for i in 0..<headDim {
                             #expect(abs(portable[i] - fast[i]) <= 1e-5, "kv \(type) head \(headDim) span \(span) cap \(softcap) [\(i)]: \(portable[i]) vs \(fast[i])")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension KernelTests {
+    /// A prefill block's attention (ck_attention_causal: keys transposed sixteen at a time, shared by the
+    /// block's queries) against the portable kernel query by query, for every cache storage, sliding windows
+    /// or none, soft-capping or none, and head sizes it takes (64, 256, 48) or leaves to the per-query path
+    /// (72); and the same outputs bit for bit however the prompt's queries are split into blocks.
+    @Test func causalAttentionBlocks() throws {
+        guard ck_has_avx2() == 1 else {
+            print("KernelTests: this CPU lacks AVX2/FMA/F16C; only the portable causal attention runs here")
+            return
+        }
+        var rng = SeededGenerator(seed: 53)
+        let positions = 45
+        for headDim in [64, 256, 48, 72] {
+            let rowStride = 2 * headDim
+            let keys = (0..<positions * rowStride).map { _ in Float(rng.nextUnit() * 4 - 2) }
+            let values = (0..<positions * rowStride).map { _ in Float(rng.nextUnit() * 2 - 1) }
+            let queries = (0..<positions * headDim).map { _ in Float(rng.nextUnit() - 0.5) }
+            for (type, width) in [(Int32(CK_KV_F32), 4), (Int32(CK_KV_BF16), 2), (Int32(CK_KV_I8), 1)] {
+                let (k, ks) = cacheRows(keys, type: type, width: width, rows: positions, rowStride: rowStride)
+                let (v, vs) = cacheRows(values, type: type, width: width, rows: positions, rowStride: rowStride)
+                for window in [0, 20] {
+                    for softcap: Float in [0, 50] {
+                        let scale: Float = softcap > 0 ? 0.125 : 2
+                        /// All positions' outputs, the prompt split into blocks of `block` queries.
+                        func run(_ limit: Int32, block: Int) -> [Float] {
+                            ck_set_thread_isa_limit(limit)
+                            defer { ck_set_thread_isa_limit(-1) }
+                            var out = [Float](repeating: 0, count: positions * headDim)
+                            var scratch = [Float](repeating: 0, count: block * (positions + 16) + 16 * headDim)
+                            for first in stride(from: 0, to: positions, by: block) {
+                                let n = min(block, positions - first)
+                                queries.withUnsafeBufferPointer { q in
+                                    out.withUnsafeMutableBufferPointer { o in
+                                        ck_attention_causal(type, q.baseAddress! + first * headDim, Int64(headDim), Int64(n), Int64(first),
+                                                            Int64(window), k, ks, v, vs, Int64(rowStride), Int64(headDim), scale, softcap, &scratch,
+                                                            o.baseAddress! + first * headDim, Int64(headDim))
+                                    }
+                                }
+                            }
+                            return out
+                        }
+                        let portable = run(1, block: 7), fast = run(2, block: 16)
+                        let what = "kv \(type) head \(headDim) window \(window) cap \(softcap)"
+                        for i in 0..<positions * headDim where abs(portable[i] - fast[i]) > 1e-5 {
+                            Issue.record("\(what) position \(i / headDim) [\(i % headDim)]: \(portable[i]) vs \(fast[i])")
+                            break
+                        }
+                        for block in [1, 5, 13] {
+                            let split = run(2, block: block)
+                            let differing = (0..<split.count).filter { split[$0].bitPattern != fast[$0].bitPattern }.count
+                            #expect(differing == 0, "\(what): \(differing) outputs of blocks of \(block) differ from blocks of 16")
                         }
                     }
                 }

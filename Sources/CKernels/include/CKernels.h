@@ -66,6 +66,15 @@ void ck_attention(int kv_type, const float *q, const void *keys, const float *ke
                   const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
                   float *scores, float *out);
 
+/// ck_attention for `nq` queries (`q_stride` apart) at consecutive positions pos0, pos0 + 1, … of one
+/// cache (a prefill's block, its keys already stored): query j attends to positions up to pos0 + j, and
+/// to at most `window` of them when window > 0. Keys and values start at position 0. Each key is read
+/// once for the whole block; results do not depend on how a prompt's queries are split into blocks.
+/// `scratch` holds nq·(pos0 + nq + 16) + 16·head_dim floats; outputs are `out_stride` apart.
+void ck_attention_causal(int kv_type, const float *q, int64_t q_stride, int64_t nq, int64_t pos0, int64_t window, const void *keys,
+                         const float *key_scales, const void *values, const float *value_scales, int64_t stride, int64_t head_dim,
+                         float scale, float softcap, float *scratch, float *out, int64_t out_stride);
+
 /// The gated activations of a feed-forward layer.
 enum { CK_ACT_SILU = 0, CK_ACT_GELU_TANH = 1 };
 

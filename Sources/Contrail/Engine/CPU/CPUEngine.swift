@@ -210,7 +210,12 @@ public final class CPUEngine: Engine {
         let dim = c.dim, hd = c.headDim, kvDim = c.kvDim, qDim = c.qDim, ffn = c.ffnDim
         let w0 = s.width
         let eps = Float(c.normEps)
-        for b in 0..<B {
+        // Per-entry vector work (embedding rows, norms, rope, residuals) split across the threads when there
+        // are enough entries to pay for the hand-off (a prefill); a decode step's few entries run here.
+        func eachEntry(_ body: (Int) -> Void) {
+            pool.parallelFor(B, minimumPerThread: 32) { r in for b in r { body(b) } }
+        }
+        eachEntry { b in
             CPUKernels.row(weights.tokenEmbedding, Int(tokens[b]), into: s.x + b * w0, scales: norms.scales(of: weights.tokenEmbedding))
             if c.scaleEmbeddings {
                 let scale = Float(Double(dim).squareRoot())
@@ -218,46 +223,65 @@ public final class CPUEngine: Engine {
             }
         }
         let attnScale = Float(1 / c.queryPreAttnScalar.squareRoot())
+        let prefillBlock = B > 1 && caches.allSatisfy { $0 === caches[0] } && positions.indices.allSatisfy { positions[$0] == positions[0] + $0 }
+        s.fillRopeTables(positions: positions, config: c, frequencies: ropeFrequencies, pool: pool)
         for l in 0..<c.layerCount {
             let w = weights.layers[l], n = norms.layers[l]
-            for b in 0..<B { CPUKernels.rmsnorm(s.x + b * w0, n.attn, s.xb + b * w0, dim, eps: eps) }
+            eachEntry { b in CPUKernels.rmsnorm(s.x + b * w0, n.attn, s.xb + b * w0, dim, eps: eps) }
             CPUKernels.matmul([.init(w: w.wq, y: s.q, yStride: qDim, scales: norms.scales(of: w.wq)),
                                .init(w: w.wk, y: s.k, yStride: kvDim, scales: norms.scales(of: w.wk)),
                                .init(w: w.wv, y: s.v, yStride: kvDim, scales: norms.scales(of: w.wv))],
                               s.xb, xStride: w0, batch: B, int8: s.int8, pool: pool)
-            for b in 0..<B {
+            let local = c.isLocal(layer: l)
+            eachEntry { b in
                 let q = s.q + b * qDim, k = s.k + b * kvDim
                 if let qn = n.q, let kn = n.k {
                     for h in 0..<c.headCount { CPUKernels.rmsnorm(q + h * hd, qn, q + h * hd, hd, eps: eps) }
                     for h in 0..<c.kvHeadCount { CPUKernels.rmsnorm(k + h * hd, kn, k + h * hd, hd, eps: eps) }
                 }
-                s.ropeTable(for: l, config: c, pos: positions[b], frequencies: ropeFrequencies)
-                CPUKernels.rope(q, heads: c.headCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
-                CPUKernels.rope(k, heads: c.kvHeadCount, headDim: hd, cos: s.cos, sin: s.sin, layout: weights.ropeLayout)
+                let (cos, sin) = s.rope(entry: b, local: local)
+                CPUKernels.rope(q, heads: c.headCount, headDim: hd, cos: cos, sin: sin, layout: weights.ropeLayout)
+                CPUKernels.rope(k, heads: c.kvHeadCount, headDim: hd, cos: cos, sin: sin, layout: weights.ropeLayout)
                 caches[b].store(layer: l, position: positions[b], key: k, value: s.v + b * kvDim)
             }
-            // Attention per (entry, head), over the cache (the sliding window on local layers), GQA.
+            // Attention over the cache (the sliding window on local layers), GQA. A prefill's entries share one
+            // cache at consecutive positions: jobs are (head, block of entries), each key read once per block.
+            // A decode step's entries each have their own cache: jobs are (entry, head). Pieces are taken from
+            // the last job down: later prefill entries attend to more positions, so the threads' last pieces
+            // are the cheapest and none is left with a long one at the end.
             let window = c.isLocal(layer: l) ? c.slidingWindow : nil
-            let softcap = c.attnLogitSoftcap.map { Float($0) }
-            let jobs = B * c.headCount
-            let parts = min(pool.threads, jobs)
-            pool.run { thread in
-                guard thread < parts else { return }
-                let att = s.att + thread * s.maxCache
-                for job in (jobs * thread / parts)..<(jobs * (thread + 1) / parts) {
-                    let b = job / c.headCount, h = job % c.headCount
-                    let pos = positions[b]
-                    let start = window.map { max(0, pos + 1 - $0) } ?? 0
-                    let span = pos + 1 - start
-                    let q = s.q + b * qDim + h * hd
-                    let cache = caches[b]
-                    let (keys, keyScales, values, valueScales) = cache.rows(layer: l, from: start, column: (h / c.kvGroupSize) * hd)
-                    ck_attention(cache.kernelType, q, keys, keyScales, values, valueScales, Int64(kvDim), Int64(span), Int64(hd), attnScale,
-                                 softcap ?? 0, att, s.xb2 + b * w0 + h * hd)
+            let softcap = c.attnLogitSoftcap.map { Float($0) } ?? 0
+            if prefillBlock {
+                let blocks = (B + RunState.queryBlock - 1) / RunState.queryBlock, cache = caches[0]
+                let jobs = blocks * c.headCount
+                pool.parallelFor(jobs) { thread, range in
+                    for j in range {
+                        let job = jobs - 1 - j
+                        let block = job / c.headCount, h = job % c.headCount
+                        let first = block * RunState.queryBlock, count = min(RunState.queryBlock, B - first)
+                        let (keys, keyScales, values, valueScales) = cache.rows(layer: l, from: 0, column: (h / c.kvGroupSize) * hd)
+                        ck_attention_causal(cache.kernelType, s.q + first * qDim + h * hd, Int64(qDim), Int64(count), Int64(positions[first]),
+                                            Int64(window ?? 0), keys, keyScales, values, valueScales, Int64(kvDim), Int64(hd), attnScale,
+                                            softcap, s.att + thread * s.attScratch, s.xb2 + first * w0 + h * hd, Int64(w0))
+                    }
+                }
+            } else {
+                let jobs = B * c.headCount
+                pool.parallelFor(jobs) { thread, range in
+                    for j in range {
+                        let job = jobs - 1 - j
+                        let b = job / c.headCount, h = job % c.headCount
+                        let pos = positions[b]
+                        let start = window.map { max(0, pos + 1 - $0) } ?? 0
+                        let cache = caches[b]
+                        let (keys, keyScales, values, valueScales) = cache.rows(layer: l, from: start, column: (h / c.kvGroupSize) * hd)
+                        ck_attention(cache.kernelType, s.q + b * qDim + h * hd, keys, keyScales, values, valueScales, Int64(kvDim),
+                                     Int64(pos + 1 - start), Int64(hd), attnScale, softcap, s.att + thread * s.attScratch, s.xb2 + b * w0 + h * hd)
+                    }
                 }
             }
             CPUKernels.matmul(w.wo, s.xb2, xStride: w0, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.wo), int8: s.int8, pool: pool)
-            for b in 0..<B {
+            eachEntry { b in
                 let xb = s.xb + b * w0, x = s.x + b * w0
                 if let post = n.postAttn { CPUKernels.rmsnorm(xb, post, xb, dim, eps: eps) }
                 for i in 0..<dim { x[i] += xb[i] }
@@ -272,7 +296,7 @@ public final class CPUEngine: Engine {
                 ck_gated_activation(activation, s.hb + r.lowerBound, s.hb2 + r.lowerBound, Int64(r.count))
             }
             CPUKernels.matmul(w.down, s.hb, xStride: ffn, s.xb, yStride: w0, batch: B, scales: norms.scales(of: w.down), int8: s.int8, pool: pool)
-            for b in 0..<B {
+            eachEntry { b in
                 let xb = s.xb + b * w0, x = s.x + b * w0
                 if let post = n.postFfn { CPUKernels.rmsnorm(xb, post, xb, dim, eps: eps) }
                 for i in 0..<dim { x[i] += xb[i] }
@@ -291,9 +315,16 @@ public final class CPUEngine: Engine {
 /// Activation buffers for up to `maxBatch` entries, allocated once (llama2.c's RunState).
 final class RunState {
     let maxCache: Int
+    /// Prefill queries per attention job (ck_attention_causal's block).
+    static let queryBlock = 16
+    /// Floats of attention scratch per thread (`att`): a block's scores and a transposed key tile.
+    let attScratch: Int
     /// Row width of x/xb/xb2: max(dim, qDim).
     let width: Int
-    let x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin: UnsafeMutablePointer<Float>
+    let x, xb, xb2, q, k, v, hb, hb2, att, logits: UnsafeMutablePointer<Float>
+    /// Rotary cos and sin per entry of the step: [global, local][entry][headDim / 2].
+    let cos, sin: UnsafeMutablePointer<Float>
+    private let ropeHalf, ropeSet: Int
     /// The matrix products' int8 inputs and packed weights (ActivationPrecision.int8 / .int8x2 only).
     let int8: Int8Products?
     private var all: [UnsafeMutablePointer<Float>] = []
@@ -309,24 +340,43 @@ final class RunState {
         x = buf(maxBatch * width); xb = buf(maxBatch * width); xb2 = buf(maxBatch * width)
         q = buf(maxBatch * c.qDim); k = buf(maxBatch * c.kvDim); v = buf(maxBatch * c.kvDim)
         hb = buf(maxBatch * c.ffnDim); hb2 = buf(maxBatch * c.ffnDim)
-        att = buf(threads * maxCache); logits = buf(maxLogits * c.vocabSize)
-        cos = buf(c.headDim / 2); sin = buf(c.headDim / 2)
+        attScratch = Self.queryBlock * (maxCache + 16) + 16 * c.headDim
+        att = buf(threads * attScratch); logits = buf(maxLogits * c.vocabSize)
+        ropeHalf = c.headDim / 2
+        ropeSet = maxBatch * ropeHalf
+        cos = buf(2 * ropeSet); sin = buf(2 * ropeSet)
         self.int8 = int8
         all = [x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin]
     }
 
     deinit { for p in all { p.deallocate() } }
 
-    /// cos/sin of `pos` × each rotary frequency of layer `l` (`frequencies[0]` global, `[1]` local).
-    func ropeTable(for l: Int, config c: ModelConfig, pos: Int, frequencies: [[Double]]) {
-        let local = c.isLocal(layer: l)
-        var p = Double(pos)
-        if let factor = c.linearRopeFactor(local: local) { p /= factor }
-        let freq = frequencies[local ? 1 : 0]
-        for i in 0..<c.headDim / 2 {
-            cos[i] = Float(Glibc.cos(p * freq[i]))
-            sin[i] = Float(Glibc.sin(p * freq[i]))
+    /// cos/sin of each entry's position × each rotary frequency (`frequencies[0]` global, `[1]` local), once
+    /// per step rather than per layer.
+    func fillRopeTables(positions: [Int], config c: ModelConfig, frequencies: [[Double]], pool: ThreadPool) {
+        let sets = c.localLayers.contains(true) ? [false, true] : [false]
+        let half = ropeHalf
+        pool.parallelFor(positions.count, minimumPerThread: 32) { r in
+            for local in sets {
+                let freq = frequencies[local ? 1 : 0]
+                let factor = c.linearRopeFactor(local: local)
+                for b in r {
+                    var p = Double(positions[b])
+                    if let factor { p /= factor }
+                    let (cos, sin) = rope(entry: b, local: local)
+                    for i in 0..<half {
+                        cos[i] = Float(Glibc.cos(p * freq[i]))
+                        sin[i] = Float(Glibc.sin(p * freq[i]))
+                    }
+                }
+            }
         }
+    }
+
+    /// Entry `b`'s rotary table for global or local layers.
+    func rope(entry b: Int, local: Bool) -> (cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>) {
+        let o = (local ? ropeSet : 0) + b * ropeHalf
+        return (cos + o, sin + o)
     }
 }
 

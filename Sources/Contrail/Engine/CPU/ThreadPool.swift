@@ -137,9 +137,15 @@ final class ThreadPool: @unchecked Sendable {
     /// thread slowed by something else on its core leaves more of the work to the others instead of
     /// holding up the step.
     func parallelFor(_ count: Int, minimumPerThread: Int = 1, alignment: Int = 1, _ body: (Range<Int>) -> Void) {
+        parallelFor(count, minimumPerThread: minimumPerThread, alignment: alignment) { _, r in body(r) }
+    }
+
+    /// `parallelFor` whose body also gets the index (0..<threads) of the thread running the piece, for
+    /// per-thread scratch.
+    func parallelFor(_ count: Int, minimumPerThread: Int = 1, alignment: Int = 1, _ body: (_ thread: Int, Range<Int>) -> Void) {
         let n = min(threads, max(1, count / max(1, minimumPerThread)))
         if n <= 1 {
-            body(0..<count)
+            body(0, 0..<count)
             return
         }
         var piece = max(minimumPerThread, (count + 4 * n - 1) / (4 * n))
@@ -150,7 +156,7 @@ final class ThreadPool: @unchecked Sendable {
             while true {
                 let lo = nextPiece.wrappingAdd(1, ordering: .relaxed).oldValue * piece
                 guard lo < count else { return }
-                body(lo..<min(count, lo + piece))
+                body(i, lo..<min(count, lo + piece))
             }
         }
     }
