@@ -55,12 +55,13 @@ def main():
     # own scheme for these weight types) and int8x2 (int8 plus the residual: within 0.01 of f32).
     print(f"bench-engine: {THREADS} threads; tokens/s, ratio Contrail/llama.cpp per --activations mode")
     print(f"{'model':<34} {'metric':<8} {'llama.cpp':>10} {'f32':>8} {'ratio':>6} {'int8':>8} {'ratio':>6} {'int8x2':>8} {'ratio':>6}")
-    cpu = {}
+    cpu, ceilings = {}, []
     for name in MODELS:
         path = os.path.join(HOME, "fixtures", name)
-        ours, int8, int8x2 = (contrail(path, "--activations", mode) for mode in ("f32", "int8", "int8x2"))
+        ours, int8, int8x2 = (contrail(path, "--activations", mode, *(["--memory"] if mode == "int8" else [])) for mode in ("f32", "int8", "int8x2"))
         theirs = llama_cpp(bench, batched, path)
         cpu[name] = ours
+        ceilings.append((name, int8, theirs))
         for metric in ("pp512", "tg128", "batch4", "batch16"):
             b = theirs.get(metric)
             cells = []
@@ -68,6 +69,19 @@ def main():
                 a = run.get(metric)
                 cells.append(f"{a or 0:>8.1f} " + (f"{a / b:6.2f}" if a and b else "   n/a"))
             print(f"{name:<34} {metric:<8} {b or 0:>10.1f} {' '.join(cells)}", flush=True)
+    # Single-stream decode reads every weight once per token, so memory bandwidth caps it: the stored
+    # tensors' bytes for any engine reading the file's formats (llama.cpp), the packed copies' for int8.
+    print(f"\nbench-engine: single-stream decode against the memory read rate (measured now, {THREADS} threads)")
+    print(f"{'model':<34} {'read GB/s':>9} {'stored MB':>9} {'ceiling':>8} {'int8 MB':>8} {'ceiling':>8} {'int8 tg':>8} {'llama tg':>8} {'2x needs':>9}")
+    for name, int8, theirs in ceilings:
+        rate, stored, read = int8.get("read_gbps"), int8.get("stored_weight_bytes_per_token"), int8.get("weight_bytes_per_token")
+        if not (rate and stored and read):
+            continue
+        tg, anchor = int8.get("tg128") or 0, theirs.get("tg128") or 0
+        # GB/s an engine reading the stored bytes would need to decode at twice llama.cpp's rate.
+        needs = 2 * anchor * stored / 1e9
+        print(f"{name:<34} {rate:>9.1f} {stored / 1e6:>9.1f} {rate * 1e9 / stored:>8.1f} {read / 1e6:>8.1f} {rate * 1e9 / read:>8.1f} "
+              f"{tg:>8.1f} {anchor:>8.1f} {needs:>7.1f}GB/s", flush=True)
     if not os.path.exists(PJRT_PLUGIN):
         print("bench-engine: no XLA CPU PJRT plugin (make fixtures fetches it); PJRT backend skipped")
         return

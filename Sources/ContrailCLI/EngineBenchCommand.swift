@@ -18,6 +18,8 @@ struct EngineBenchCommand: ParsableCommand {
     @Option(name: .long, help: "Backend: cpu or pjrt.") var backend = "cpu"
     @Option(name: .customLong("pjrt-plugin"), help: "PJRT plugin for --backend pjrt.") var pjrtPlugin: String?
     @Option(name: .long, help: "What the CPU backend's matrix products read: f32, int8 or int8x2 activations.") var activations = ActivationPrecision.f32
+    @Flag(name: .long, help: "Also measure the threads' memory read rate (GB/s) and report the weight bytes a decode step reads.")
+    var memory = false
 
     func run() throws {
         try reportingErrors {
@@ -73,6 +75,13 @@ struct EngineBenchCommand: ParsableCommand {
                     // Time outside PJRT_LoadedExecutable_Execute per decode step (uploads, logits download, sampling).
                     result.append(("host_overhead_batch\(b)", .number(pjrt.hostOverhead)))
                 }
+            }
+            if memory, let cpu = engine as? CPUEngine {
+                // Single-stream decode reads every weight once per token: these bound tg from above.
+                let bytes = cpu.decodeWeightBytes
+                result.append(("weight_bytes_per_token", .number(Double(bytes.read))))
+                result.append(("stored_weight_bytes_per_token", .number(Double(bytes.stored))))
+                result.append(("read_gbps", .number(MemoryBandwidth.read(threads: threads))))
             }
             print(JSON.object(result).serialized)
         }

@@ -75,6 +75,10 @@ void ck_attention_causal(int kv_type, const float *q, int64_t q_stride, int64_t 
                          const float *key_scales, const void *values, const float *value_scales, int64_t stride, int64_t head_dim,
                          float scale, float softcap, float *scratch, float *out, int64_t out_stride);
 
+/// The sum of the 64-bit words of [p, p + bytes): a read of the memory the compiler cannot drop (measuring
+/// the read bandwidth that bounds single-stream decode).
+uint64_t ck_read_sum(const void *p, int64_t bytes);
+
 /// The gated activations of a feed-forward layer.
 enum { CK_ACT_SILU = 0, CK_ACT_GELU_TANH = 1 };
 

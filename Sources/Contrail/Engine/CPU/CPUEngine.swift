@@ -24,6 +24,20 @@ public final class CPUEngine: Engine {
     /// With int8 activations: how many matrices were packed for the eight-row kernels, and their bytes.
     public var packedWeights: (count: Int, bytes: Int) { state.int8.map { ($0.packedCount, $0.packedBytes) } ?? (0, 0) }
 
+    /// Weight bytes one decode step reads (each matrix once: the packed copy where there is one, else the
+    /// stored tensor), and the stored tensors' own bytes (what an engine reading the file's formats reads).
+    /// Single-stream decode cannot outrun memory bandwidth divided by these.
+    public var decodeWeightBytes: (read: Int, stored: Int) {
+        var seen = Set<String>(), read = 0, stored = 0
+        for m in [weights.output] + weights.layers.flatMap({ [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] })
+        where seen.insert(m.tensor.name).inserted {
+            let own = m.tensor.rows * m.tensor.rowBytes
+            stored += own
+            read += state.int8?.packedSize(m) ?? own
+        }
+        return (read, stored)
+    }
+
     /// One sequence's KV cache: per layer, `capacity` rows of kvDim keys and values, stored as `storage`
     /// says (int8 rows with one scale each).
     final class KVCache {

@@ -150,6 +150,7 @@ final class Int8Products: @unchecked Sendable {
     let parts: Int
     let scratch: UnsafeMutableRawPointer
     private var packedByName: [String: UnsafeMutableRawPointer] = [:]
+    private var packedSizes: [String: Int] = [:]
     /// Memory the packed copies take (the mapped originals stay for embedding lookups and are paged out
     /// by the kernel when unused).
     private(set) var packedBytes = 0
@@ -168,12 +169,16 @@ final class Int8Products: @unchecked Sendable {
                 continue
             }
             packedByName[t.name] = p
+            packedSizes[t.name] = Int(size)
             packedBytes += Int(size)
         }
     }
 
     /// `m` packed for ck_matmul_r8, if it was.
     func packed(_ m: WeightMatrix) -> UnsafeRawPointer? { packedByName[m.tensor.name].map { UnsafeRawPointer($0) } }
+
+    /// Bytes of `m`'s packed copy, if it was packed.
+    func packedSize(_ m: WeightMatrix) -> Int? { packedSizes[m.tensor.name] }
 
     /// How many matrices were packed.
     var packedCount: Int { packedByName.count }
