@@ -231,7 +231,7 @@ int ck_matmul_r8(int type, const void *packed, int64_t cols, const void *xq, int
 #if defined(__x86_64__)
     if (ck_has_avx2()) {
         const uint8_t *w = (const uint8_t *)packed, *x = (const uint8_t *)xq;
-        if (isa_limit == 0 && batch * parts >= CK_AMX_MIN_VECTORS && ck_has_amx())
+        if (isa_limit == 0 && batch * parts >= CK_AMX_MIN_VECTORS && type != CK_Q5_0 && ck_has_amx())
             return ck_matmul_r8_amx(type, w, cols, x, xq_stride, y, y_stride, batch, parts, row_begin, row_end);
         if (avx512_allowed && ck_has_avx512_vnni())
             return ck_matmul_r8_vnni(type, w, cols, x, xq_stride, y, y_stride, batch, parts, row_begin, row_end);

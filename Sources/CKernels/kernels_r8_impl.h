@@ -63,28 +63,45 @@ static inline __attribute__((always_inline)) void CK_R8_CAT(r8_group, CK_R8_SUFF
         const uint8_t *vals = p + header;
         __m256i sum[4], second[4];
         for (int v = 0; v < 4; v++) sum[v] = second[v] = _mm256_setzero_si256();
-        if (type == CK_Q4_0 || type == CK_Q4_1 || type == CK_Q4_K) {
-            // Register j: values 4j..4j+3 in the low nibbles, 4(j+4).. in the high ones. Pair sums ≤ 2·15·127,
-            // so all eight fit one 16-bit accumulator on AVX2.
+        if (type == CK_Q4_0 || type == CK_Q4_1 || type == CK_Q4_K || type == CK_Q5_0) {
+            // Register j: values 4j..4j+3 in the low nibbles, 4(j+4).. in the high ones; Q5_0's fifth bits come
+            // from the plane after them (bit j of a byte: its low nibble's value, bit 4+j: its high one's),
+            // moved to bit 4 by 16-bit shifts whose spill into the neighbouring byte the mask drops. Pair sums
+            // ≤ 2·15·127, so all eight fit one 16-bit accumulator on AVX2; Q5_0's (≤ 2·31·127) four.
+            const __m256i fifth = type == CK_Q5_0 ? _mm256_loadu_si256((const __m256i *)(vals + 128)) : _mm256_setzero_si256();
+#if !CK_R8_VNNI
+            __m256i s16[4];
+            for (int v = 0; v < 4; v++) s16[v] = _mm256_setzero_si256();
+#endif
             for (int j = 0; j < 4; j++) {
                 const __m256i b = _mm256_loadu_si256((const __m256i *)(vals + 32 * j));
-                const __m256i lo = _mm256_and_si256(b, low), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low);
+                __m256i lo = _mm256_and_si256(b, low), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low);
+                if (type == CK_Q5_0) {
+                    const __m256i bit4 = _mm256_set1_epi8(0x10);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(fifth, 4 - j), bit4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi16(fifth, j), bit4));
+                }
                 for (int v = 0; v < V; v++) {
 #if CK_R8_VNNI
                     sum[v] = CK_DPBUSD(CK_DPBUSD(sum[v], lo, XV(v, j)), hi, XV(v, j + 4));
 #else
-                    sum[v] = _mm256_add_epi16(sum[v], _mm256_add_epi16(_mm256_maddubs_epi16(lo, XV(v, j)), _mm256_maddubs_epi16(hi, XV(v, j + 4))));
+                    s16[v] = _mm256_add_epi16(s16[v], _mm256_add_epi16(_mm256_maddubs_epi16(lo, XV(v, j)), _mm256_maddubs_epi16(hi, XV(v, j + 4))));
 #endif
                 }
-            }
 #if !CK_R8_VNNI
-            for (int v = 0; v < V; v++) sum[v] = _mm256_madd_epi16(sum[v], ones);
+                if (j == 3 || (type == CK_Q5_0 && j == 1))
+                    for (int v = 0; v < V; v++) {
+                        sum[v] = _mm256_add_epi32(sum[v], _mm256_madd_epi16(s16[v], ones));
+                        s16[v] = _mm256_setzero_si256();
+                    }
 #endif
+            }
         } else {
-            // Whole bytes, in two halves of four registers. Q5_0's are unsigned; Q8_0's and Q6_K's signed, taken
-            // as |w| times x with w's sign; Q6_K's halves have their own scales. Q5_0's pair sums (≤ 2·31·127)
-            // and Q6_K's (≤ 2·32·127) fit four to a 16-bit accumulator, Q8_0's need widening one by one.
-            const int is_signed = type != CK_Q5_0;
+            // Whole bytes, in two halves of four registers: expanded Q5_0's unsigned; Q8_0's and Q6_K's signed,
+            // taken as |w| times x with w's sign; Q6_K's halves have their own scales. Q5_0's pair sums
+            // (≤ 2·31·127) and Q6_K's (≤ 2·32·127) fit four to a 16-bit accumulator, Q8_0's need widening one
+            // by one.
+            const int is_signed = type != CK_R8_Q5_0_BYTES;
             for (int half = 0; half < 2; half++) {
                 __m256i *into = type == CK_Q6_K && half ? second : sum;
 #if !CK_R8_VNNI
@@ -146,9 +163,34 @@ static void CK_R8_CAT(r8_dispatch, CK_R8_SUFFIX)(int type, const uint8_t *p, int
         default: CK_R8_CAT(r8_group, CK_R8_SUFFIX)(T, p, groups, x, stride, cols, 4, prefetch, out); break;                         \
         }                                                                                                                            \
         break;
-    switch (type) { CK_R8_TYPES(CK_R8) default: break; }
+    switch (type) { CK_R8_TYPES(CK_R8) CK_R8(CK_R8_Q5_0_BYTES) default: break; }
 #undef CK_R8
 }
+
+#ifndef CK_R8_Q5_0_EXPAND
+#define CK_R8_Q5_0_EXPAND
+/// A packed Q5_0 group's `groups` blocks as CK_R8_Q5_0_BYTES blocks: each nibble register's low and high
+/// nibbles with their fifth bits, as two whole-byte registers (values 4j.. and 4(j+4)..).
+static inline void q5_0_expand(const uint8_t *p, int64_t groups, uint8_t *out) {
+    const __m256i low = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
+    for (int64_t g = 0; g < groups; g++, p += 192, out += 288) {
+        for (int o = 0; o < 192; o += 64) _mm_prefetch((const char *)p + CK_R8_PREFETCH + o, _MM_HINT_T0);
+        _mm256_storeu_si256((__m256i *)out, _mm256_loadu_si256((const __m256i *)p));
+        const __m256i fifth = _mm256_loadu_si256((const __m256i *)(p + 160));
+        for (int j = 0; j < 4; j++) {
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(p + 32 + 32 * j));
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(b, low), _mm256_and_si256(_mm256_slli_epi16(fifth, 4 - j), bit4));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), low), _mm256_and_si256(_mm256_srli_epi16(fifth, j), bit4));
+            _mm256_storeu_si256((__m256i *)(out + 32 + 32 * j), lo);
+            _mm256_storeu_si256((__m256i *)(out + 32 + 32 * (j + 4)), hi);
+        }
+    }
+}
+#endif
+
+/// Scratch for one expanded Q5_0 group per thread (this instruction set's copy).
+static _Thread_local uint8_t *CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX);
+static _Thread_local int64_t CK_R8_CAT(q5_0_scratch_bytes, CK_R8_SUFFIX);
 
 /// Rows [row_begin, row_end) (multiples of 8) of packed weights against `batch` quantized vectors, four at a
 /// time per group of rows (the group's blocks come from L1 again for each four); with `parts` 2, (high,
@@ -157,13 +199,26 @@ int CK_R8_CAT(ck_matmul_r8, CK_R8_SUFFIX)(int type, const uint8_t *packed, int64
                                           int64_t y_stride, int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
     if (!r8_args_ok(type, cols, row_begin, row_end, parts)) return -1;
     const int64_t groups = cols / 32, group_bytes = groups * block8_bytes(type), slots = batch * parts;
+    // Q5_0 read by more than one pass of four vectors: each group's fifth bits are merged once, into
+    // whole bytes, instead of once per pass. The integer sums are the same either way.
+    const int expand = type == CK_Q5_0 && slots > 4;
+    if (expand && CK_R8_CAT(q5_0_scratch_bytes, CK_R8_SUFFIX) < groups * 288) {
+        uint8_t *grown = realloc(CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX), (size_t)(groups * 288));
+        if (grown == NULL) return -1;
+        CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX) = grown, CK_R8_CAT(q5_0_scratch_bytes, CK_R8_SUFFIX) = groups * 288;
+    }
     __m256 out[4];
     for (int64_t G = row_begin / 8; G < row_end / 8; G++) {
         const uint8_t *p = packed + G * group_bytes;
+        int t = type;
+        if (expand) {
+            q5_0_expand(p, groups, CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX));
+            p = CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX), t = CK_R8_Q5_0_BYTES;
+        }
         for (int64_t b = 0; b < slots; b += 4) {
             const int V = slots - b < 4 ? (int)(slots - b) : 4;
             // The first four vectors' pass brings the weights in; the others find them in L1.
-            CK_R8_CAT(r8_dispatch, CK_R8_SUFFIX)(type, p, groups, xq + b * xq_stride, xq_stride, cols, V, b == 0, out);
+            CK_R8_CAT(r8_dispatch, CK_R8_SUFFIX)(t, p, groups, xq + b * xq_stride, xq_stride, cols, V, b == 0 && !expand, out);
             for (int v = 0; v < V; v += parts)
                 _mm256_storeu_ps(y + (b + v) / parts * y_stride + 8 * G, parts == 2 ? _mm256_add_ps(out[v], out[v + 1]) : out[v]);
         }

@@ -184,7 +184,8 @@ static _Thread_local int64_t scales_cap;
 /// ck_matmul_r8 for batch·parts vectors, 16 at a time (a last partial tile has fewer A/C rows).
 int ck_matmul_r8_amx(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y, int64_t y_stride,
                      int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
-    if (!r8_args_ok(type, cols, row_begin, row_end, parts)) return -1;
+    // Q5_0's packed nibbles and fifth-bit plane are not split into B tiles here: ck_matmul_r8 runs it on VNNI.
+    if (!r8_args_ok(type, cols, row_begin, row_end, parts) || type == CK_Q5_0) return -1;
     const int64_t groups = cols / 32, group_bytes = groups * block8_bytes(type), slots = batch * parts;
     if (scales_cap < 32 * groups) {
         float *grown = realloc(scales_buf, (size_t)(32 * groups) * sizeof(float));

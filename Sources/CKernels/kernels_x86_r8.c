@@ -12,13 +12,16 @@
 //   8 f16 scales d (row order), then for the types with a minimum 8 f16 minimums m, then the values:
 //   Q4_0/Q4_1: 4 × 32 bytes; byte 4r+i of register j holds value 4j+i of row r in its low nibble and value
 //              4(j+4)+i in its high nibble (unsigned 0..15; Q4_0's offset is its minimum m = −8d).
-//   Q5_0:      8 × 32 bytes, byte 4r+i of register c = value 4c+i of row r (unsigned 0..31, m = −16d).
+//   Q5_0:      the low four bits as Q4_0's nibbles (unsigned 0..31, m = −16d), then 32 bytes of fifth bits:
+//              bit c of byte 4r+i is the fifth bit of value 4c+i of row r (bits 0..3: register c's low
+//              nibbles, bits 4..7: register c−4's high ones).
 //   Q8_0:      8 × 32 bytes likewise, signed.
 //   Q4_K:      8 f32 scales d·sc and 8 f32 minimums −dmin·m of the sub-block (a product of an f16 and a 6-bit
 //              integer needs more than f16's precision), then the nibbles as Q4_0's.
 //   Q6_K:      8 f32 scales of values 0..15 and 8 of values 16..31, then 8 × 32 signed bytes as Q8_0's.
-// The sizes equal the source's or exceed it a little (per 32 values: Q4_0 20 bytes instead of 18, Q5_0 36
-// instead of 22, Q4_K 24 instead of 18, Q6_K 40 instead of 26.25).
+// The sizes equal the source's or exceed it a little (per 32 values: Q4_0 20 bytes instead of 18, Q5_0 24
+// instead of 22, Q4_K 24 instead of 18, Q6_K 40 instead of 26.25). Single-stream decode reads every
+// packed byte once per token, so the layout's size is its speed there.
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <string.h>
@@ -33,7 +36,7 @@
 
 int64_t ck_r8_size_avx2(int type, int64_t rows, int64_t cols) {
     const int64_t b = block8_bytes(type);
-    if (b == 0 || rows % 8 != 0 || cols % (type == CK_Q4_K || type == CK_Q6_K ? 256 : 32) != 0) return -1;
+    if (b == 0 || type == CK_R8_Q5_0_BYTES || rows % 8 != 0 || cols % (type == CK_Q4_K || type == CK_Q6_K ? 256 : 32) != 0) return -1;
     return rows / 8 * (cols / 32) * b;
 }
 
@@ -57,7 +60,7 @@ static void source_block(int type, const uint8_t *row, int64_t g, int8_t q[32], 
 int ck_r8_pack_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows, int64_t cols, uint8_t *out) {
     if (ck_r8_size_avx2(type, rows, cols) < 0) return -1;
     const int64_t groups = cols / 32, bytes = block8_bytes(type), header = header_bytes(type);
-    const int wide = type == CK_Q4_K || type == CK_Q6_K, nibbles = type == CK_Q4_0 || type == CK_Q4_1 || type == CK_Q4_K;
+    const int wide = type == CK_Q4_K || type == CK_Q6_K, nibbles = type == CK_Q4_0 || type == CK_Q4_1 || type == CK_Q4_K || type == CK_Q5_0;
     for (int64_t G = 0; G < rows / 8; G++) {
         for (int64_t g = 0; g < groups; g++) {
             uint8_t *o = out + (G * groups + g) * bytes, *values = o + header;
@@ -77,8 +80,13 @@ int ck_r8_pack_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t rows,
                 for (int c = 0; c < 8; c++)
                     for (int i = 0; i < 4; i++) {
                         if (nibbles) {
+                            const uint8_t v = (uint8_t)q[4 * c + i], low4 = v & 0x0F;
                             uint8_t *byte = values + 32 * (c % 4) + 4 * r + i;
-                            *byte = (uint8_t)(c < 4 ? (*byte & 0xF0) | (uint8_t)q[4 * c + i] : (*byte & 0x0F) | (uint8_t)(q[4 * c + i] << 4));
+                            *byte = (uint8_t)(c < 4 ? (*byte & 0xF0) | low4 : (*byte & 0x0F) | (uint8_t)(low4 << 4));
+                            if (type == CK_Q5_0) {
+                                uint8_t *fifth = values + 128 + 4 * r + i;
+                                *fifth = (uint8_t)((*fifth & ~(1u << c)) | (uint8_t)((v >> 4) << c));
+                            }
                         } else {
                             values[32 * c + 4 * r + i] = (uint8_t)q[4 * c + i];
                         }

@@ -382,6 +382,34 @@ extension KernelTests {
 }
 
 extension KernelTests {
+    /// Q5_0 at its extremes (every value 31, the fifth bit set everywhere; activations all ±127): a packed
+    /// block's 16-bit pair sums reach 2·31·127, so the AVX2 product must widen them every four, reading the
+    /// packed nibbles or the group expanded to bytes.
+    @Test func packedQ5_0Extremes() throws {
+        guard ck_has_avx2() == 1 else {
+            print("KernelTests: this CPU lacks AVX2/FMA/F16C; packed int8 products are not used here (skipping)")
+            return
+        }
+        let rows = 8, columns = 256, rowBytes = columns / 32 * 22
+        // Block: f16 d = 1 (0x3C00), 32 fifth bits, 16 bytes of nibbles; all bits set gives 31 - 16 = 15.
+        var block = [UInt8](repeating: 0xFF, count: 22)
+        block[0] = 0x00; block[1] = 0x3C
+        let weights = Array((0..<rows * columns / 32).map { _ in block }.joined())
+        let t = CPUKernels.ggmlType(.q5_0)
+        var packed = [UInt8](repeating: 0, count: Int(ck_r8_size(t, Int64(rows), Int64(columns))))
+        #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
+        // Four vectors read the packed nibbles and fifth bits directly; nine, each group expanded to bytes once.
+        for (sign, batch): (Float, Int) in [(1, 4), (-1, 4), (1, 9), (-1, 9)] {
+            let (q, stride) = quantized([Float](repeating: sign, count: batch * columns), columns: columns, batch: batch)
+            var y = [Float](repeating: 0, count: batch * rows)
+            #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), Int64(batch), 1, 0, Int64(rows)) == 0)
+            // 15 · (±127 · 1/127) per value, summed over the row: ±15 · 256, up to float rounding of the scale.
+            for v in y { #expect(abs(v - sign * 15 * Float(columns)) <= 1e-3 * 15 * Float(columns), "sign \(sign) batch \(batch): \(v)") }
+        }
+    }
+}
+
+extension KernelTests {
     /// Weights packed eight rows at a time (ck_r8_pack) give the per-row int8 products to float rounding,
     /// bit-identically at every batch size, for every row range a thread may take (multiples of 8); shapes
     /// and types the layout does not cover are refused.
@@ -402,7 +430,7 @@ extension KernelTests {
         ck_force_generic(0)
         let size = ck_r8_size(t, Int64(rows), Int64(columns))
         // Bytes per 32 values, packed (the source's or a little more: see kernels_x86_r8.c).
-        let perBlock: [TensorType: Int] = [.q4_0: 20, .q4_1: 20, .q5_0: 36, .q8_0: 34, .q4_K: 24, .q6_K: 40]
+        let perBlock: [TensorType: Int] = [.q4_0: 20, .q4_1: 20, .q5_0: 24, .q8_0: 34, .q4_K: 24, .q6_K: 40]
         #expect(size == Int64(rows * columns / 32 * perBlock[type]!))
         var packed = [UInt8](repeating: 0, count: Int(size))
         #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
