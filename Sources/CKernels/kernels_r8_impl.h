@@ -188,10 +188,6 @@ static inline void q5_0_expand(const uint8_t *p, int64_t groups, uint8_t *out) {
 }
 #endif
 
-/// Scratch for one expanded Q5_0 group per thread (this instruction set's copy).
-static _Thread_local uint8_t *CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX);
-static _Thread_local int64_t CK_R8_CAT(q5_0_scratch_bytes, CK_R8_SUFFIX);
-
 /// Rows [row_begin, row_end) (multiples of 8) of packed weights against `batch` quantized vectors, four at a
 /// time per group of rows (the group's blocks come from L1 again for each four); with `parts` 2, (high,
 /// residual) pairs whose results are added.
@@ -200,20 +196,19 @@ int CK_R8_CAT(ck_matmul_r8, CK_R8_SUFFIX)(int type, const uint8_t *packed, int64
     if (!r8_args_ok(type, cols, row_begin, row_end, parts)) return -1;
     const int64_t groups = cols / 32, group_bytes = groups * block8_bytes(type), slots = batch * parts;
     // Q5_0 read by more than one pass of four vectors: each group's fifth bits are merged once, into
-    // whole bytes, instead of once per pass. The integer sums are the same either way.
+    // whole bytes, instead of once per pass (the integer sums are the same either way). The expanded group
+    // is on the stack for rows up to 4096 values, else allocated for this call.
     const int expand = type == CK_Q5_0 && slots > 4;
-    if (expand && CK_R8_CAT(q5_0_scratch_bytes, CK_R8_SUFFIX) < groups * 288) {
-        uint8_t *grown = realloc(CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX), (size_t)(groups * 288));
-        if (grown == NULL) return -1;
-        CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX) = grown, CK_R8_CAT(q5_0_scratch_bytes, CK_R8_SUFFIX) = groups * 288;
-    }
+    __attribute__((aligned(64))) uint8_t stack_group[128 * 288];
+    uint8_t *scratch = !expand ? NULL : groups <= 128 ? stack_group : malloc((size_t)(groups * 288));
+    if (expand && scratch == NULL) return -1;
     __m256 out[4];
     for (int64_t G = row_begin / 8; G < row_end / 8; G++) {
         const uint8_t *p = packed + G * group_bytes;
         int t = type;
         if (expand) {
-            q5_0_expand(p, groups, CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX));
-            p = CK_R8_CAT(q5_0_scratch, CK_R8_SUFFIX), t = CK_R8_Q5_0_BYTES;
+            q5_0_expand(p, groups, scratch);
+            p = scratch, t = CK_R8_Q5_0_BYTES;
         }
         for (int64_t b = 0; b < slots; b += 4) {
             const int V = slots - b < 4 ? (int)(slots - b) : 4;
@@ -223,6 +218,7 @@ int CK_R8_CAT(ck_matmul_r8, CK_R8_SUFFIX)(int type, const uint8_t *packed, int64
                 _mm256_storeu_ps(y + (b + v) / parts * y_stride + 8 * G, parts == 2 ? _mm256_add_ps(out[v], out[v + 1]) : out[v]);
         }
     }
+    if (scratch != stack_group) free(scratch);
     return 0;
 }
 

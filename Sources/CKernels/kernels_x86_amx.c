@@ -177,21 +177,16 @@ static void amx_dispatch(int type, const uint8_t *p, int64_t groups, const uint8
 #undef CK_AMX
 }
 
-/// Per-thread scratch for the transposed block scales, grown as needed (the pool's threads live on).
-static _Thread_local float *scales_buf;
-static _Thread_local int64_t scales_cap;
-
 /// ck_matmul_r8 for batch·parts vectors, 16 at a time (a last partial tile has fewer A/C rows).
 int ck_matmul_r8_amx(int type, const uint8_t *packed, int64_t cols, const uint8_t *xq, int64_t xq_stride, float *y, int64_t y_stride,
                      int64_t batch, int parts, int64_t row_begin, int64_t row_end) {
     // Q5_0's packed nibbles and fifth-bit plane are not split into B tiles here: ck_matmul_r8 runs it on VNNI.
     if (!r8_args_ok(type, cols, row_begin, row_end, parts) || type == CK_Q5_0) return -1;
     const int64_t groups = cols / 32, group_bytes = groups * block8_bytes(type), slots = batch * parts;
-    if (scales_cap < 32 * groups) {
-        float *grown = realloc(scales_buf, (size_t)(32 * groups) * sizeof(float));
-        if (grown == NULL) return -1;
-        scales_buf = grown, scales_cap = 32 * groups;
-    }
+    // The transposed block scales: on the stack for rows up to 8192 values, else for this call.
+    float stack_scales[32 * 256];
+    float *scales_buf = groups <= 256 ? stack_scales : malloc((size_t)(32 * groups) * sizeof(float));
+    if (scales_buf == NULL) return -1;
     float *dx = scales_buf, *xs = scales_buf + 16 * groups;
     __attribute__((aligned(64))) int32_t cbuf[256];
     memset(cbuf, 0, sizeof cbuf);
@@ -226,6 +221,7 @@ int ck_matmul_r8_amx(int type, const uint8_t *packed, int64_t cols, const uint8_
         }
     }
     _tile_release();
+    if (scales_buf != stack_scales) free(scales_buf);
     return 0;
 }
 

@@ -390,21 +390,24 @@ extension KernelTests {
             print("KernelTests: this CPU lacks AVX2/FMA/F16C; packed int8 products are not used here (skipping)")
             return
         }
-        let rows = 8, columns = 256, rowBytes = columns / 32 * 22
-        // Block: f16 d = 1 (0x3C00), 32 fifth bits, 16 bytes of nibbles; all bits set gives 31 - 16 = 15.
-        var block = [UInt8](repeating: 0xFF, count: 22)
-        block[0] = 0x00; block[1] = 0x3C
-        let weights = Array((0..<rows * columns / 32).map { _ in block }.joined())
-        let t = CPUKernels.ggmlType(.q5_0)
-        var packed = [UInt8](repeating: 0, count: Int(ck_r8_size(t, Int64(rows), Int64(columns))))
-        #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
-        // Four vectors read the packed nibbles and fifth bits directly; nine, each group expanded to bytes once.
-        for (sign, batch): (Float, Int) in [(1, 4), (-1, 4), (1, 9), (-1, 9)] {
-            let (q, stride) = quantized([Float](repeating: sign, count: batch * columns), columns: columns, batch: batch)
-            var y = [Float](repeating: 0, count: batch * rows)
-            #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), Int64(batch), 1, 0, Int64(rows)) == 0)
-            // 15 · (±127 · 1/127) per value, summed over the row: ±15 · 256, up to float rounding of the scale.
-            for v in y { #expect(abs(v - sign * 15 * Float(columns)) <= 1e-3 * 15 * Float(columns), "sign \(sign) batch \(batch): \(v)") }
+        // 4608 values a row: past the kernel's stack scratch for an expanded group (4096).
+        for columns in [256, 4608] {
+            let rows = 8, rowBytes = columns / 32 * 22
+            // Block: f16 d = 1 (0x3C00), 32 fifth bits, 16 bytes of nibbles; all bits set gives 31 - 16 = 15.
+            var block = [UInt8](repeating: 0xFF, count: 22)
+            block[0] = 0x00; block[1] = 0x3C
+            let weights = Array((0..<rows * columns / 32).map { _ in block }.joined())
+            let t = CPUKernels.ggmlType(.q5_0)
+            var packed = [UInt8](repeating: 0, count: Int(ck_r8_size(t, Int64(rows), Int64(columns))))
+            #expect(ck_r8_pack(t, weights, Int64(rowBytes), Int64(rows), Int64(columns), &packed) == 0)
+            // Four vectors read the packed nibbles and fifth bits directly; nine, each group expanded to bytes once.
+            for (sign, batch): (Float, Int) in [(1, 4), (-1, 4), (1, 9), (-1, 9)] {
+                let (q, stride) = quantized([Float](repeating: sign, count: batch * columns), columns: columns, batch: batch)
+                var y = [Float](repeating: 0, count: batch * rows)
+                #expect(ck_matmul_r8(t, packed, Int64(columns), q, Int64(stride), &y, Int64(rows), Int64(batch), 1, 0, Int64(rows)) == 0)
+                // 15 · (±127 · 1/127) per value, summed over the row: ±15 · columns, up to float rounding of the scale.
+                for v in y { #expect(abs(v - sign * 15 * Float(columns)) <= 1e-3 * 15 * Float(columns), "sign \(sign) batch \(batch): \(v)") }
+            }
         }
     }
 }
