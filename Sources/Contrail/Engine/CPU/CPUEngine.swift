@@ -29,8 +29,7 @@ public final class CPUEngine: Engine {
     /// Single-stream decode cannot outrun memory bandwidth divided by these.
     public var decodeWeightBytes: (read: Int, stored: Int) {
         var seen = Set<String>(), read = 0, stored = 0
-        for m in [weights.output] + weights.layers.flatMap({ [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] })
-        where seen.insert(m.tensor.name).inserted {
+        for m in weights.productMatrices where seen.insert(m.tensor.name).inserted {
             let own = m.tensor.rows * m.tensor.rowBytes
             stored += own
             read += state.int8?.packedSize(m) ?? own
@@ -263,7 +262,7 @@ public final class CPUEngine: Engine {
             // A decode step's entries each have their own cache: jobs are (entry, head). Pieces are taken from
             // the last job down: later prefill entries attend to more positions, so the threads' last pieces
             // are the cheapest and none is left with a long one at the end.
-            let window = c.isLocal(layer: l) ? c.slidingWindow : nil
+            let window = local ? c.slidingWindow : nil
             let softcap = c.attnLogitSoftcap.map { Float($0) } ?? 0
             if prefillBlock {
                 let blocks = (B + RunState.queryBlock - 1) / RunState.queryBlock, cache = caches[0]
@@ -426,7 +425,7 @@ final class NormVectors {
         output = vec(w.outputNorm)
         ropeFactors = w.ropeFrequencyFactors?.floats()
         var table: [String: UnsafeMutablePointer<Float>] = [:]
-        let matrices = [w.tokenEmbedding, w.output] + w.layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] }
+        let matrices = [w.tokenEmbedding] + w.productMatrices
         for m in matrices {
             guard let s = m.scales, table[m.tensor.name] == nil else { continue }
             let v = s.floats()

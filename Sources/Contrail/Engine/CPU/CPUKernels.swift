@@ -150,7 +150,6 @@ final class Int8Products: @unchecked Sendable {
     let parts: Int
     let scratch: UnsafeMutableRawPointer
     private var packedByName: [String: UnsafeMutableRawPointer] = [:]
-    private var packedSizes: [String: Int] = [:]
     /// Memory the packed copies take (the mapped originals stay for embedding lookups and are paged out
     /// by the kernel when unused).
     private(set) var packedBytes = 0
@@ -159,7 +158,7 @@ final class Int8Products: @unchecked Sendable {
         stride = (Int(ck_q8_size(Int64(columns))) + 63) / 64 * 64
         self.parts = parts
         scratch = .allocate(byteCount: stride * parts * max(1, batch), alignment: 64)
-        for m in [weights.output] + weights.layers.flatMap({ [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] }) {
+        for m in weights.productMatrices {
             let t = m.tensor, type = CPUKernels.ggmlType(t.type)
             let size = ck_r8_size(type, Int64(t.rows), Int64(t.columns))
             guard size > 0, packedByName[t.name] == nil else { continue }
@@ -169,7 +168,6 @@ final class Int8Products: @unchecked Sendable {
                 continue
             }
             packedByName[t.name] = p
-            packedSizes[t.name] = Int(size)
             packedBytes += Int(size)
         }
     }
@@ -178,7 +176,9 @@ final class Int8Products: @unchecked Sendable {
     func packed(_ m: WeightMatrix) -> UnsafeRawPointer? { packedByName[m.tensor.name].map { UnsafeRawPointer($0) } }
 
     /// Bytes of `m`'s packed copy, if it was packed.
-    func packedSize(_ m: WeightMatrix) -> Int? { packedSizes[m.tensor.name] }
+    func packedSize(_ m: WeightMatrix) -> Int? {
+        packed(m) == nil ? nil : Int(ck_r8_size(CPUKernels.ggmlType(m.tensor.type), Int64(m.rows), Int64(m.columns)))
+    }
 
     /// How many matrices were packed.
     var packedCount: Int { packedByName.count }

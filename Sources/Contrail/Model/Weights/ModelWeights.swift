@@ -32,6 +32,12 @@ public struct ModelWeights: Sendable {
     public let ropeLayout: RopeLayout
     public let normWeightsNeedOffset: Bool
 
+    /// The matrices a forward step multiplies by: the LM head, then each layer's seven (the token embedding
+    /// is looked up a row at a time, not multiplied; tied, it is the head).
+    public var productMatrices: [WeightMatrix] {
+        [output] + layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] }
+    }
+
     public init(_ ckpt: Checkpoint) throws {
         let c = ckpt.config
         config = c
