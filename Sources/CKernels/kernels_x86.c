@@ -83,111 +83,151 @@ float ck_dot_q5_0_avx2(const uint8_t *row, const float *x, int64_t blocks) {
     return hsum(acc);
 }
 
-/// Eight consecutive bytes of `v` as f32, unsigned or signed.
-static inline __m256 u8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
-static inline __m256 i8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+// Row expansion, one group of 32 values at a time: `group_<type>(row, b, j, st, out)` gives group j of block
+// b (values 32j..32j+31 of the block; j is 0 for 32-value blocks) as four vectors of eight. The row expansion
+// stores exactly these and the fused kernels multiply them in registers, so both paths compute the same
+// numbers. Both run j = 0..7 of a K-quant super-block as an unrolled loop (j constant in each copy), and
+// `st` carries what its groups share (their scales, decoded at j = 0).
+typedef struct {
+    // Q4_K: d·scale of sub-blocks 0..7, then −dmin·min; Q6_K: d·scale of its 16 sub-blocks. Read back by
+    // broadcast loads, which take no vector ALU slot.
+    float s[16];
+} group_state;
+typedef void (*group_fn)(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]);
 
-// Row expansion, one group of 32 values at a time: `group_<type>(row, g, out)` gives values 32g..32g+31 of a
-// row as four vectors of eight. The row expansion stores exactly these and the fused kernels multiply them
-// in registers, so both paths compute the same numbers.
-typedef void (*group_fn)(const uint8_t *row, int64_t g, __m256 out[4]);
-
-/// 32 bytes → q·scale + bias for bytes 0..7, 8..15, 16..23, 24..31, unsigned.
-static inline void u8x32(__m128i a, __m128i b, __m256 scale, __m256 bias, __m256 out[4]) {
-    out[0] = _mm256_fmadd_ps(u8x8(a), scale, bias);
-    out[1] = _mm256_fmadd_ps(u8x8(_mm_srli_si128(a, 8)), scale, bias);
-    out[2] = _mm256_fmadd_ps(u8x8(b), scale, bias);
-    out[3] = _mm256_fmadd_ps(u8x8(_mm_srli_si128(b, 8)), scale, bias);
+/// Masks for _mm256_shuffle_epi8 that spread bytes 0..7 (k = 0) or 8..15 (k = 1) of a 128-bit lane held in
+/// both lanes into the low bytes of eight 32-bit lanes (bytes 0..3 low lane, 4..7 high), the rest zero.
+/// One in-lane shuffle per eight values: VPMOVZXBD from a 128-bit register costs Zen 3 three times as much.
+static inline __m256i spread_mask(int k) {
+    const char o = (char)(8 * k), z = (char)0x80;
+    return _mm256_setr_epi8(o, z, z, z, o + 1, z, z, z, o + 2, z, z, z, o + 3, z, z, z,
+                            o + 4, z, z, z, o + 5, z, z, z, o + 6, z, z, z, o + 7, z, z, z);
 }
+
+/// 32 unsigned bytes, 0..15 in `a` and 16..31 in `b` (each held in both lanes) → q·s + c, with (s0, c0) for
+/// values 0..15 and (s1, c1) for 16..31. One rounding each (FMA); q converts to f32 exactly.
+static inline void u8x32(__m256i a, __m256i b, __m256 s0, __m256 c0, __m256 s1, __m256 c1, __m256 out[4]) {
+    const __m256i m0 = spread_mask(0), m1 = spread_mask(1);
+    out[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(a, m0)), s0, c0);
+    out[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(a, m1)), s0, c0);
+    out[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(b, m0)), s1, c1);
+    out[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_shuffle_epi8(b, m1)), s1, c1);
+}
+
+/// 16 bytes at `p` in both 128-bit lanes (a load-port broadcast).
+static inline __m256i bcast16(const uint8_t *p) { return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p)); }
+
+/// A 32-byte register's halves (values 0..15 and 16..31), each in both lanes, as u8x32 takes them.
+static inline __m256i low_half(__m256i v) { return _mm256_permute4x64_epi64(v, 0x44); }
+static inline __m256i high_half(__m256i v) { return _mm256_permute4x64_epi64(v, 0xEE); }
 
 /// 32 nibbles (low ones are elements 0..15, high ones 16..31) → q·d + m.
 static inline void nibbles(const uint8_t *qs, __m256 d, __m256 m, __m256 out[4]) {
-    const __m128i q = _mm_loadu_si128((const __m128i *)qs), mask = _mm_set1_epi8(0x0F);
-    u8x32(_mm_and_si128(q, mask), _mm_and_si128(_mm_srli_epi16(q, 4), mask), d, m, out);
+    const __m256i q = bcast16(qs), mask = _mm256_set1_epi8(0x0F);
+    u8x32(_mm256_and_si256(q, mask), _mm256_and_si256(_mm256_srli_epi16(q, 4), mask), d, m, d, m, out);
 }
 
-static inline void group_q4_0(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const uint8_t *w = row + g * 18;
+/// A signed value q with bias b as the unsigned q + b: fma(q + b, s, −b·s) is q·s rounded once, as a plain
+/// product would round it (b is a power of two, so −b·s is exact).
+static inline __m256 bias_for(__m256 s, float b) { return _mm256_mul_ps(s, _mm256_set1_ps(-b)); }
+
+static inline void group_q4_0(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    (void)j, (void)st;
+    const uint8_t *w = row + b * 18;
     const __m256 d = _mm256_set1_ps(ck_h2f(w));
-    nibbles(w + 2, d, _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)), out);
+    nibbles(w + 2, d, bias_for(d, 8), out);
 }
 
-static inline void group_q4_1(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const uint8_t *w = row + g * 20;
-    nibbles(w + 4, _mm256_set1_ps(ck_h2f(w)), _mm256_set1_ps(ck_h2f(w + 2)), out);
+static inline void group_q4_1(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    (void)j, (void)st;
+    const uint8_t *w = row + b * 20;
+    // d and m side by side: one conversion of four copies of the pair, then each spread to all lanes.
+    int32_t dm;
+    memcpy(&dm, w, 4);
+    const __m256 both = _mm256_cvtph_ps(_mm_set1_epi32(dm));
+    nibbles(w + 4, _mm256_permute_ps(both, 0x00), _mm256_permute_ps(both, 0x55), out);
 }
 
-static inline void group_q8_0(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const uint8_t *w = row + g * 34;
-    const __m256 d = _mm256_set1_ps(ck_h2f(w));
-    const __m128i q0 = _mm_loadu_si128((const __m128i *)(w + 2)), q1 = _mm_loadu_si128((const __m128i *)(w + 18));
-    out[0] = _mm256_mul_ps(i8x8(q0), d);
-    out[1] = _mm256_mul_ps(i8x8(_mm_srli_si128(q0, 8)), d);
-    out[2] = _mm256_mul_ps(i8x8(q1), d);
-    out[3] = _mm256_mul_ps(i8x8(_mm_srli_si128(q1, 8)), d);
+static inline void group_q8_0(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    (void)j, (void)st;
+    const uint8_t *w = row + b * 34;
+    const __m256 d = _mm256_set1_ps(ck_h2f(w)), c = bias_for(d, 128);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    u8x32(_mm256_xor_si256(bcast16(w + 2), flip), _mm256_xor_si256(bcast16(w + 18), flip), d, c, d, c, out);
 }
 
-static inline void group_q5_0(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const uint8_t *w = row + g * 22;
-    const __m256 d = _mm256_set1_ps(ck_h2f(w));
-    uint32_t qh;
-    memcpy(&qh, w + 2, 4);
-    // Bytes 0..31 of `bits` are 0x10 where the element's fifth bit is set.
-    const __m256i bits = fifth_bits(qh);
-    const __m128i q = _mm_loadu_si128((const __m128i *)(w + 6)), mask = _mm_set1_epi8(0x0F);
-    const __m128i lo = _mm_or_si128(_mm_and_si128(q, mask), _mm256_castsi256_si128(bits));
-    const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(q, 4), mask), _mm256_extracti128_si256(bits, 1));
-    u8x32(lo, hi, d, _mm256_mul_ps(d, _mm256_set1_ps(-16.0f)), out);
+static inline void group_q5_0(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    (void)j, (void)st;
+    const uint8_t *w = row + b * 22;
+    const __m256 d = _mm256_set1_ps(ck_h2f(w)), c = bias_for(d, 16);
+    uint32_t h;
+    memcpy(&h, w + 2, 4);
+    // Values 0..15 (low nibbles) and 16..31 (high), each in both lanes with their fifth bits (qh bytes 0-1
+    // and 2-3) merged in: two bit expansions cost less than moving one 32-byte expansion across lanes.
+    const __m256i qh = _mm256_set1_epi32((int)h);
+    const __m256i q = bcast16(w + 6), mask = _mm256_set1_epi8(0x0F);
+    const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, mask), fifth_bits_of(qh, _mm256_set_epi64x(0x0101010101010101, 0, 0x0101010101010101, 0)));
+    const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), mask),
+                                       fifth_bits_of(qh, _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0303030303030303, 0x0202020202020202)));
+    u8x32(lo, hi, d, c, d, c, out);
 }
 
 /// Q4_K super-blocks (256 values, 144 bytes) hold eight sub-blocks of 32 with their own scale and min;
-/// sub-blocks 2p and 2p+1 are the low and high nibbles of the same 32 bytes.
-static inline void group_q4_K(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const uint8_t *w = row + (g / 8) * 144;
-    const int j = (int)(g % 8);
-    const float d = ck_h2f(w), dmin = ck_h2f(w + 2);
-    float sc, m;
-    k4_scale_min(j, w + 4, &sc, &m);
+/// sub-blocks 2p and 2p+1 are the low and high nibbles of the same 32 bytes. At a super-block's first group
+/// `st` takes all eight d·scale and −dmin·min (the 6-bit fields decoded once, not per group).
+static inline void group_q4_K(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    const uint8_t *w = row + b * 144;
+    if (j == 0) {
+        float sc[8], mn[8];
+        for (int k = 0; k < 8; k++) k4_scale_min(k, w + 4, &sc[k], &mn[k]);
+        _mm256_storeu_ps(st->s, _mm256_mul_ps(_mm256_set1_ps(ck_h2f(w)), _mm256_loadu_ps(sc)));
+        _mm256_storeu_ps(st->s + 8, _mm256_mul_ps(_mm256_set1_ps(-ck_h2f(w + 2)), _mm256_loadu_ps(mn)));
+    }
     const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * (j / 2))), mask = _mm256_set1_epi8(0x0F);
     const __m256i v = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(bytes, 4) : bytes, mask);
-    u8x32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1), _mm256_set1_ps(d * sc), _mm256_set1_ps(-(dmin * m)), out);
+    const __m256 s = _mm256_broadcast_ss(st->s + j), c = _mm256_broadcast_ss(st->s + 8 + j);
+    u8x32(low_half(v), high_half(v), s, c, s, c, out);
 }
 
 /// Q6_K super-blocks (256 values, 210 bytes): low 4 bits in ql, high 2 bits in qh, 16 int8 scales, in two
-/// halves of 128; group j of a half takes its bits from these bytes and shifts.
-static inline void group_q6_K(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const uint8_t *w = row + (g / 8) * 210;
-    const int half = (int)(g % 8) / 4, j = (int)(g % 4);
-    const float d = ck_h2f(w + 208);
-    const int8_t *sc = (const int8_t *)(w + 192) + 8 * half;
+/// halves of 128; group i of a half takes its bits from these bytes and shifts. At a super-block's first
+/// group `st` takes its sixteen d·scale.
+static inline void group_q6_K(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    const uint8_t *w = row + b * 210;
+    if (j == 0) {
+        const __m256 d = _mm256_set1_ps(ck_h2f(w + 208));
+        const __m128i sc = _mm_loadu_si128((const __m128i *)(w + 192));
+        _mm256_storeu_ps(st->s, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+        _mm256_storeu_ps(st->s + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
+    }
+    const int half = j / 4, i = j % 4;  // group i of its half
     const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
-    const __m256i l = _mm256_loadu_si256((const __m256i *)(w + 64 * half + 32 * (j & 1)));
+    const __m256i l = _mm256_loadu_si256((const __m256i *)(w + 64 * half + 32 * (i & 1)));
     const __m256i h = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * half));
     // Shifts within 16-bit lanes pull neighbouring bits in; the masks after them drop those.
-    const __m256i lo = _mm256_and_si256(j < 2 ? l : _mm256_srli_epi16(l, 4), low4);
-    const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * j), low2), 4);
-    const __m256i v = _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32));
-    // Elements 0..15 use scale 2j, 16..31 scale 2j+1 (as d·scale, then ·q).
-    const __m128i a = _mm256_castsi256_si128(v), b = _mm256_extracti128_si256(v, 1);
-    const __m256 s0 = _mm256_set1_ps(d * (float)sc[2 * j]), s1 = _mm256_set1_ps(d * (float)sc[2 * j + 1]);
-    out[0] = _mm256_mul_ps(s0, i8x8(a));
-    out[1] = _mm256_mul_ps(s0, i8x8(_mm_srli_si128(a, 8)));
-    out[2] = _mm256_mul_ps(s1, i8x8(b));
-    out[3] = _mm256_mul_ps(s1, i8x8(_mm_srli_si128(b, 8)));
+    const __m256i lo = _mm256_and_si256(i < 2 ? l : _mm256_srli_epi16(l, 4), low4);
+    const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * i), low2), 4);
+    const __m256i v = _mm256_or_si256(lo, hi);  // q + 32, 0..63
+    // Elements 0..15 use scale 2i of the half, 16..31 scale 2i+1 (as d·scale, then ·q).
+    const __m256 s0 = _mm256_broadcast_ss(st->s + 8 * half + 2 * i), s1 = _mm256_broadcast_ss(st->s + 8 * half + 2 * i + 1);
+    u8x32(low_half(v), high_half(v), s0, bias_for(s0, 32), s1, bias_for(s1, 32), out);
 }
 
-static inline void group_f32(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const float *w = (const float *)row + 32 * g;
+static inline void group_f32(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    (void)j, (void)st;
+    const float *w = (const float *)row + 32 * b;
     for (int k = 0; k < 4; k++) out[k] = _mm256_loadu_ps(w + 8 * k);
 }
 
-static inline void group_f16(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const uint8_t *w = row + 64 * g;
+static inline void group_f16(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    (void)j, (void)st;
+    const uint8_t *w = row + 64 * b;
     for (int k = 0; k < 4; k++) out[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16 * k)));
 }
 
-static inline void group_bf16(const uint8_t *row, int64_t g, __m256 out[4]) {
-    const uint8_t *w = row + 64 * g;
+static inline void group_bf16(const uint8_t *row, int64_t b, int j, group_state *st, __m256 out[4]) {
+    (void)j, (void)st;
+    const uint8_t *w = row + 64 * b;
     for (int k = 0; k < 4; k++)
         out[k] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + 16 * k))), 16));
 }
@@ -206,20 +246,23 @@ static group_fn group_kernel(int type, int64_t cols) {
 #undef CK_LOOKUP
 }
 
-/// Stores `groups` groups of a row; inlined per type (an indirect call per 32 values costs as much as them).
-static inline __attribute__((always_inline)) void expand_groups(group_fn fn, const uint8_t *w, float *y, int64_t groups) {
+/// Stores `blocks` blocks of `per` groups of a row; inlined per type (an indirect call per 32 values costs as
+/// much as them).
+static inline __attribute__((always_inline)) void expand_groups(group_fn fn, const int per, const uint8_t *w, float *y, int64_t blocks) {
     __m256 v[4];
-    for (int64_t g = 0; g < groups; g++, y += 32) {
-        fn(w, g, v);
-        for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, v[k]);
-    }
+    group_state st;
+    for (int64_t b = 0; b < blocks; b++)
+        for (int j = 0; j < per; j++, y += 32) {
+            fn(w, b, j, &st, v);
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, v[k]);
+        }
 }
 
 /// Expands one row to f32 with SIMD (the scalar ck_dequantize costs as much as the matrix product it feeds
 /// for batched decode). Returns -1 for types it does not cover.
 int ck_dequantize_row_avx2(int type, const uint8_t *w, float *y, int64_t cols) {
     if (group_kernel(type, cols) == NULL) return -1;
-#define CK_EXPAND(t, fn, block) case t: expand_groups(fn, w, y, cols / 32); break;
+#define CK_EXPAND(t, fn, block) case t: expand_groups(fn, block / 32, w, y, cols / block); break;
     switch (type) { CK_GROUP_TYPES(CK_EXPAND) }
 #undef CK_EXPAND
     return 0;
@@ -233,31 +276,34 @@ int ck_expand_row(int type, const uint8_t *w, float *y, int64_t cols) {
 /// same values and the same FMA order per (row, vector) as expanding the row and running dot1/dot2x4,
 /// without writing the row out and reading it back (that round trip cost as much as the products for a
 /// single vector). Inlined per type and per V so the group function and loops are specialised.
-static inline __attribute__((always_inline)) void fused_rows(group_fn fn, const uint8_t *w0, const uint8_t *w1, const float *const *x,
-                                                            const int V, int64_t groups, float out[2][3]) {
+static inline __attribute__((always_inline)) void fused_rows(group_fn fn, const int per, const uint8_t *w0, const uint8_t *w1,
+                                                            const float *const *x, const int V, int64_t blocks, float out[2][3]) {
     __m256 acc[2][3];
     for (int r = 0; r < 2; r++)
         for (int v = 0; v < 3; v++) acc[r][v] = _mm256_setzero_ps();
     __m256 e0[4], e1[4];
-    for (int64_t g = 0; g < groups; g++) {
-        fn(w0, g, e0);
-        if (w1) fn(w1, g, e1);
-        for (int k = 0; k < 4; k++) {
-            for (int v = 0; v < V; v++) {
-                const __m256 xv = _mm256_loadu_ps(x[v] + 32 * g + 8 * k);
-                acc[0][v] = _mm256_fmadd_ps(e0[k], xv, acc[0][v]);
-                if (w1) acc[1][v] = _mm256_fmadd_ps(e1[k], xv, acc[1][v]);
+    group_state s0, s1;
+    for (int64_t b = 0; b < blocks; b++)
+        for (int j = 0; j < per; j++) {
+            fn(w0, b, j, &s0, e0);
+            if (w1) fn(w1, b, j, &s1, e1);
+            const int64_t at = 32 * (b * per + j);
+            for (int k = 0; k < 4; k++) {
+                for (int v = 0; v < V; v++) {
+                    const __m256 xv = _mm256_loadu_ps(x[v] + at + 8 * k);
+                    acc[0][v] = _mm256_fmadd_ps(e0[k], xv, acc[0][v]);
+                    if (w1) acc[1][v] = _mm256_fmadd_ps(e1[k], xv, acc[1][v]);
+                }
             }
         }
-    }
     for (int v = 0; v < V; v++) out[0][v] = hsum(acc[0][v]), out[1][v] = hsum(acc[1][v]);
 }
 
 /// `fused_rows` specialised by type and V; `w1` may be NULL (one row).
-static void fused_dispatch(int type, const uint8_t *w0, const uint8_t *w1, const float *const *x, int V, int64_t groups, float out[2][3]) {
-#define CK_FUSED_1(t, fn, block) case t: fused_rows(fn, w0, w1, x, 1, groups, out); break;
-#define CK_FUSED_2(t, fn, block) case t: fused_rows(fn, w0, w1, x, 2, groups, out); break;
-#define CK_FUSED_3(t, fn, block) case t: fused_rows(fn, w0, w1, x, 3, groups, out); break;
+static void fused_dispatch(int type, const uint8_t *w0, const uint8_t *w1, const float *const *x, int V, int64_t cols, float out[2][3]) {
+#define CK_FUSED_1(t, fn, block) case t: fused_rows(fn, block / 32, w0, w1, x, 1, cols / block, out); break;
+#define CK_FUSED_2(t, fn, block) case t: fused_rows(fn, block / 32, w0, w1, x, 2, cols / block, out); break;
+#define CK_FUSED_3(t, fn, block) case t: fused_rows(fn, block / 32, w0, w1, x, 3, cols / block, out); break;
     if (V == 1) {
         switch (type) { CK_GROUP_TYPES(CK_FUSED_1) }
     } else if (V == 2) {
@@ -315,7 +361,7 @@ int ck_matmul_expand_avx2(int type, const uint8_t *w, int64_t row_bytes, int64_t
         for (int64_t r = row_begin; r < row_end; r += 2) {
             const int pair = r + 1 < row_end;
             ck_prefetch_ahead(w + r * row_bytes, (pair ? 2 : 1) * row_bytes, CK_PREFETCH_BYTES, end);
-            fused_dispatch(type, w + r * row_bytes, pair ? w + (r + 1) * row_bytes : NULL, xs, (int)batch, cols / 32, out);
+            fused_dispatch(type, w + r * row_bytes, pair ? w + (r + 1) * row_bytes : NULL, xs, (int)batch, cols, out);
             for (int64_t b = 0; b < batch; b++) {
                 y[b * y_stride + r] = out[0][b];
                 if (pair) y[b * y_stride + r + 1] = out[1][b];

@@ -32,13 +32,18 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/// 32 bits → 32 bytes of 0x10 where the bit is set (the fifth bit of Q5 values).
-static inline __m256i fifth_bits(uint32_t qh) {
-    const __m256i shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
-    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuffle);
+/// Bytes of 0x10 where a bit of `qh` (four bytes in each 32-bit lane) is set, 0 elsewhere: byte i of the
+/// result tests bit i % 8 of the qh byte that `shuffle` puts there (the fifth bit of Q5 values).
+static inline __m256i fifth_bits_of(__m256i qh, __m256i shuffle) {
     const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
-    bytes = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    const __m256i bytes = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, shuffle), bit), bit);
     return _mm256_and_si256(bytes, _mm256_set1_epi8(0x10));
+}
+
+/// 32 bits → 32 bytes of 0x10 where the bit is set, in order.
+static inline __m256i fifth_bits(uint32_t qh) {
+    return fifth_bits_of(_mm256_set1_epi32((int)qh),
+                         _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
 }
 
 /// Q4_K's 6-bit sub-block scale and min `j` (0..7) from its 12 packed bytes.
