@@ -10,10 +10,10 @@
 int ck_dequantize_avx2(int type, const void *src, float *dst, int64_t n);
 void ck_attention_avx2(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
                        const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
-                       float *scores, float *out);
+                       float *scores, float *out, float *stats);
 int ck_attention_simd_avx2(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
                            const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
-                           float *scores, float *out);
+                           float *scores, float *out, float *stats);
 int ck_matvec_avx2(int type, const void *w, int64_t row_bytes, int64_t cols, const float *x, float *y, int64_t row_begin,
                    int64_t row_end);
 
@@ -243,18 +243,47 @@ int ck_matmul_r8(int type, const void *packed, int64_t cols, const void *xq, int
     return -1;
 }
 
-void ck_attention(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
-                  const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
-                  float *scores, float *out) {
+/// ck_attention, and with `stats` its softmax's max and sum.
+static void attention(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                      const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                      float *scores, float *out, float *stats) {
 #if defined(__x86_64__)
     if (!forced_generic && ck_has_avx2()) {
-        if (ck_attention_simd_avx2(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out) == 0)
+        if (ck_attention_simd_avx2(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out,
+                                   stats) == 0)
             return;
-        ck_attention_avx2(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out);
+        ck_attention_avx2(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out, stats);
         return;
     }
 #endif
-    ck_attention_generic(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out);
+    ck_attention_generic(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out, stats);
+}
+
+void ck_attention(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                  const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                  float *scores, float *out) {
+    attention(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out, NULL);
+}
+
+void ck_attention_part(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                       const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                       float *scores, float *out, float stats[2]) {
+    attention(kv_type, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out, stats);
+}
+
+void ck_attention_merge(const float *outs, int64_t out_stride, const float *stats, int64_t parts, int64_t head_dim, float *out) {
+    float top = -__builtin_inff();
+    for (int64_t c = 0; c < parts; c++) top = fmaxf(top, stats[2 * c]);
+    // Part c's softmax covers its positions with weights e^(s − m_c) / l_c; over the whole span they are
+    // e^(s − top) / Σ l, so its output counts l_c·e^(m_c − top) / Σ_c l_c·e^(m_c − top).
+    float total = 0;
+    for (int64_t i = 0; i < head_dim; i++) out[i] = 0;
+    for (int64_t c = 0; c < parts; c++) {
+        const float w = stats[2 * c + 1] * expf(stats[2 * c] - top);
+        total += w;
+        for (int64_t i = 0; i < head_dim; i++) out[i] += w * outs[c * out_stride + i];
+    }
+    for (int64_t i = 0; i < head_dim; i++) out[i] /= total;
 }
 
 int ck_attention_causal_avx2(int kv_type, const float *q, int64_t q_stride, int64_t nq, int64_t pos0, int64_t window, const void *keys,

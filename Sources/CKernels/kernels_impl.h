@@ -242,7 +242,7 @@ static inline const float *kv_row(int kv_type, const void *base, const float *sc
 
 void CK_NAME(ck_attention_)(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
                             const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
-                            float *scores, float *out) {
+                            float *scores, float *out, float *stats) {
     float tmp[512];
     float max = -__builtin_inff();
     for (int64_t t = 0; t < span; t++) {
@@ -262,6 +262,7 @@ void CK_NAME(ck_attention_)(int kv_type, const float *q, const void *keys, const
         const float *v = kv_row(kv_type, values, value_scales, t, stride, head_dim, tmp);
         for (int64_t i = 0; i < head_dim; i++) out[i] += p * v[i];
     }
+    if (stats) stats[0] = max, stats[1] = sum;
 }
 
 /// `n` f32 values stored as a cache row of `kv_type` at `dst` (int8: one scale for the row into `*scale`).

@@ -30,7 +30,8 @@ static inline __attribute__((always_inline)) __m256 kv8(const int kv_type, const
 /// time, instead of a load-add-store of the output per key.
 static inline __attribute__((always_inline)) void attention8(const int kv_type, const float *q, const void *keys, const float *key_scales,
                                                             const void *values, const float *value_scales, int64_t stride, int64_t span,
-                                                            int64_t hd, float scale, float softcap, float *scores, float *out) {
+                                                            int64_t hd, float scale, float softcap, float *scores, float *out,
+                                                            float *stats) {
     int64_t t = 0;
     for (; t + 4 <= span; t += 4) {
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
@@ -66,6 +67,7 @@ static inline __attribute__((always_inline)) void attention8(const int kv_type, 
         sum += scores[t];
     }
     for (t = 0; t < span; t++) scores[t] /= sum;
+    if (stats) stats[0] = max, stats[1] = sum;
     int64_t i = 0;
     for (; i + 64 <= hd; i += 64) {
         __m256 acc[8];
@@ -85,12 +87,12 @@ static inline __attribute__((always_inline)) void attention8(const int kv_type, 
 
 int ck_attention_simd_avx2(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
                            const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
-                           float *scores, float *out) {
+                           float *scores, float *out, float *stats) {
     if (head_dim % 8 != 0) return -1;
     switch (kv_type) {
-    case CK_KV_BF16: attention8(CK_KV_BF16, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out); break;
-    case CK_KV_I8: attention8(CK_KV_I8, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out); break;
-    default: attention8(CK_KV_F32, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out); break;
+    case CK_KV_BF16: attention8(CK_KV_BF16, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out, stats); break;
+    case CK_KV_I8: attention8(CK_KV_I8, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out, stats); break;
+    default: attention8(CK_KV_F32, q, keys, key_scales, values, value_scales, stride, span, head_dim, scale, softcap, scores, out, stats); break;
     }
     return 0;
 }

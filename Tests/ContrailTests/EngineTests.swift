@@ -111,11 +111,13 @@ struct EngineTests {
     }
 
     /// A prompt decoded alone and among others gives the same tokens, and bit-identical log-probabilities:
-    /// every batch size runs the same arithmetic per sequence (f32 and int8 activations alike).
+    /// every batch size runs the same arithmetic per sequence (f32 and int8 activations alike). The long
+    /// prompt's spans (70+ positions) take decode attention in pieces (DecodeAttentionPlan), the others whole.
     @Test(arguments: ActivationPrecision.allCases)
     func batchInvariance(_ activations: ActivationPrecision) throws {
-        let engine = try CPUEngine(Checkpoint.open(Fixtures.path(Fixtures.smol)), slots: 4, maxCacheLength: 64, activations: activations)
-        let prompts: [[Int32]] = [[504, 3575, 282, 4649, 314], [1, 2, 3], [9906, 1917], [42, 43, 44, 45, 46, 47]]
+        let engine = try CPUEngine(Checkpoint.open(Fixtures.path(Fixtures.smol)), slots: 5, maxCacheLength: 96, activations: activations)
+        let long = (0..<70).map { Int32(200 + (37 * $0) % 5000) }
+        let prompts: [[Int32]] = [[504, 3575, 282, 4649, 314], [1, 2, 3], [9906, 1917], [42, 43, 44, 45, 46, 47], long]
         var sampling = SamplingParams.greedy
         sampling.logprobs = 0
         func alone(_ p: [Int32]) throws -> [Float] {
@@ -135,6 +137,37 @@ struct EngineTests {
         for (s, p) in prompts.enumerated() { got[s].append(Float(try engine.prefill(p, sampling: sampling).firstToken)) }
         for _ in 0..<5 { for t in try engine.generate() { got[t.slot] += [Float(t.token), t.logprobs!.logprob] } }
         #expect(got == expected)
+    }
+
+    /// Decode attention over a long span runs in pieces merged afterwards (DecodeAttentionPlan: SmolLM2's
+    /// three key heads, Gemma 3's one, whose four query heads then share pieces across jobs); a prefill of
+    /// the same tokens runs it in one pass per query (ck_attention_causal). The decode step's greedy token
+    /// must be the prefill's, whose last logits see the same context, and its log-probability within 3e-3:
+    /// the paths differ only in summation order, which moves it by up to 2.6e-4 (SmolLM2) and 1.2e-3 (Gemma 3)
+    /// as much at one-piece spans (40) as at 70 or 131. A piece dropped or misweighted moves it by units.
+    @Test(arguments: [Fixtures.smol, Fixtures.gemma])
+    func decodeAttentionPiecesMatchPrefill(_ model: String) throws {
+        let engine = try CPUEngine(Checkpoint.open(Fixtures.path(model)), slots: 1, maxCacheLength: 160)
+        var sampling = SamplingParams.greedy
+        sampling.logprobs = 0
+        for length in [40, 70, 131] {
+            let prompt = (0..<length).map { Int32(300 + (53 * $0) % 7000) }
+            let prefix = try engine.prefill(prompt, sampling: sampling)
+            try engine.insert(prefix, slot: 0)
+            let steps = try (0..<3).map { _ in try engine.generate()[0] }
+            engine.free(slot: 0)
+            var context = prompt + [prefix.firstToken]
+            for step in steps {
+                let logits = try engine.prefill(context, sampling: .greedy).firstLogits
+                let top = logits.max()!
+                let lse = top + log(logits.reduce(Float(0)) { $0 + exp($1 - top) })
+                let best = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
+                #expect(step.token == best, "span \(context.count): decode chose \(step.token), prefill \(best)")
+                let expected = logits[Int(step.token)] - lse
+                #expect(abs(step.logprobs!.logprob - expected) < 3e-3, "span \(context.count): logprob \(step.logprobs!.logprob) vs \(expected)")
+                context.append(step.token)
+            }
+        }
     }
 
     @Test func errors() throws {

@@ -323,6 +323,66 @@ extension KernelTests {
 }
 
 extension KernelTests {
+    /// Decode attention split into pieces (ck_attention_part, one per piece, then ck_attention_merge) against
+    /// the whole span in one ck_attention, on the portable and AVX2 kernels, for every cache storage, with and
+    /// without soft-capping, for head sizes the AVX2 kernel blocks (64, 256), leaves to its fallback (60), and
+    /// for pieces as the engine cuts them (2-16, unequal lengths). Each piece's stats are its own softmax's
+    /// max and sum; a one-piece "split" is ck_attention exactly. A merge that dropped a piece's weight
+    /// l·e^(m − max) would be off by far more than the tolerance.
+    @Test func attentionPiecesMerge() throws {
+        var rng = SeededGenerator(seed: 47)
+        for headDim in [64, 256, 60] {
+            for (span, pieces) in [(33, 1), (64, 2), (100, 3), (300, 7), (517, 16)] {
+                for softcap: Float in [0, 50] {
+                    let stride = 2 * headDim
+                    let keys = (0..<span * stride).map { _ in Float(rng.nextUnit() * 4 - 2) }
+                    let values = (0..<span * stride).map { _ in Float(rng.nextUnit() * 2 - 1) }
+                    let q = (0..<headDim).map { _ in Float(rng.nextUnit() - 0.5) }
+                    let scale: Float = softcap > 0 ? 0.125 : 2
+                    for (type, width) in [(Int32(CK_KV_F32), 4), (Int32(CK_KV_BF16), 2), (Int32(CK_KV_I8), 1)] {
+                        let (k, ks) = cacheRows(keys, type: type, width: width, rows: span, rowStride: stride)
+                        let (v, vs) = cacheRows(values, type: type, width: width, rows: span, rowStride: stride)
+                        for limit: Int32 in ck_has_avx2() == 1 ? [1, 2] : [1] {
+                            ck_set_thread_isa_limit(limit)
+                            defer { ck_set_thread_isa_limit(-1) }
+                            var scratch = [Float](repeating: 0, count: span)
+                            var whole = [Float](repeating: 0, count: headDim)
+                            ck_attention(type, q, k, ks, v, vs, Int64(stride), Int64(span), Int64(headDim), scale, softcap, &scratch, &whole)
+                            var outs = [Float](repeating: 0, count: pieces * headDim), stats = [Float](repeating: 0, count: 2 * pieces)
+                            k.withUnsafeBytes { kb in
+                                v.withUnsafeBytes { vb in
+                                    ks.withUnsafeBufferPointer { kscales in
+                                        vs.withUnsafeBufferPointer { vscales in
+                                            outs.withUnsafeMutableBufferPointer { o in
+                                                stats.withUnsafeMutableBufferPointer { st in
+                                                    for part in 0..<pieces {
+                                                        let lo = span * part / pieces, hi = span * (part + 1) / pieces
+                                                        ck_attention_part(type, q, kb.baseAddress! + lo * stride * width, kscales.baseAddress! + lo,
+                                                                          vb.baseAddress! + lo * stride * width, vscales.baseAddress! + lo, Int64(stride),
+                                                                          Int64(hi - lo), Int64(headDim), scale, softcap, &scratch,
+                                                                          o.baseAddress! + part * headDim, st.baseAddress! + 2 * part)
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            var merged = [Float](repeating: 0, count: headDim)
+                            ck_attention_merge(outs, Int64(headDim), stats, Int64(pieces), Int64(headDim), &merged)
+                            let what = "kv \(type) head \(headDim) span \(span) in \(pieces) cap \(softcap) isa \(limit)"
+                            if pieces == 1 { #expect(Array(outs[0..<headDim]) == whole, "\(what): one piece is not ck_attention") }
+                            #expect(stats[1] >= 1, "\(what): a piece's sum includes its max's e^0")
+                            for i in 0..<headDim { #expect(abs(merged[i] - whole[i]) <= 1e-5, "\(what) [\(i)]: \(merged[i]) vs \(whole[i])") }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension KernelTests {
     /// A prefill block's attention (ck_attention_causal: keys transposed sixteen at a time, shared by the
     /// block's queries) against the portable kernel query by query, for every cache storage, sliding windows
     /// or none, soft-capping or none, and head sizes it takes (64, 256, 48) or leaves to the per-query path

@@ -66,6 +66,16 @@ void ck_attention(int kv_type, const float *q, const void *keys, const float *ke
                   const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
                   float *scores, float *out);
 
+/// ck_attention over one piece of a span (its first row at `keys`/`values`), also giving its softmax's max
+/// score and Σ e^(score − max) in `stats`: a long span's pieces can run on different threads (and a key
+/// head's query heads one after another while its rows are cached), then ck_attention_merge joins them.
+void ck_attention_part(int kv_type, const float *q, const void *keys, const float *key_scales, const void *values,
+                       const float *value_scales, int64_t stride, int64_t span, int64_t head_dim, float scale, float softcap,
+                       float *scores, float *out, float stats[2]);
+
+/// The attention over a whole span from its `parts` pieces' outputs (`out_stride` apart) and stats, in order.
+void ck_attention_merge(const float *outs, int64_t out_stride, const float *stats, int64_t parts, int64_t head_dim, float *out);
+
 /// ck_attention for `nq` queries (`q_stride` apart) at consecutive positions pos0, pos0 + 1, … of one
 /// cache (a prefill's block, its keys already stored): query j attends to positions up to pos0 + j, and
 /// to at most `window` of them when window > 0. Keys and values start at position 0. Each key is read

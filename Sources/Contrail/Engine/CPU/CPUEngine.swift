@@ -238,6 +238,11 @@ public final class CPUEngine: Engine {
         let attnScale = Float(1 / c.queryPreAttnScalar.squareRoot())
         let prefillBlock = B > 1 && caches.allSatisfy { $0 === caches[0] } && positions.indices.allSatisfy { positions[$0] == positions[0] + $0 }
         s.fillRopeTables(positions: positions, config: c, frequencies: ropeFrequencies, pool: pool)
+        // Decode attention's jobs, for global and local (sliding-window) layers.
+        func plan(window: Int?) -> DecodeAttentionPlan {
+            DecodeAttentionPlan(positions: positions, window: window, keyHeads: c.kvHeadCount, queryHeadsPerKey: c.kvGroupSize, threads: pool.threads)
+        }
+        let plans = prefillBlock ? nil : (global: plan(window: nil), local: plan(window: c.slidingWindow))
         for l in 0..<c.layerCount {
             let w = weights.layers[l], n = norms.layers[l]
             eachEntry { b in CPUKernels.rmsnorm(s.x + b * w0, n.attn, s.xb + b * w0, dim, eps: eps) }
@@ -279,17 +284,39 @@ public final class CPUEngine: Engine {
                     }
                 }
             } else {
-                let jobs = B * c.headCount
-                pool.parallelFor(jobs) { thread, range in
+                // Decode: each entry attends to its own cache. A job is (entry, key head, piece of the span):
+                // the key head's query heads run one after another over the piece while its rows are cached,
+                // so each row is read from memory once rather than once per query head, and a long span's
+                // pieces keep all threads busy however few key heads there are. Pieces depend only on the
+                // span (an entry's result is the same at any batch size); a one-piece span is ck_attention.
+                let plan = local ? plans!.local : plans!.global
+                let heads = c.headCount
+                pool.parallelFor(plan.jobs) { thread, range in
+                    var b = 0
                     for j in range {
-                        let job = jobs - 1 - j
-                        let b = job / c.headCount, h = job % c.headCount
-                        let pos = positions[b]
-                        let start = window.map { max(0, pos + 1 - $0) } ?? 0
-                        let cache = caches[b]
-                        let (keys, keyScales, values, valueScales) = cache.rows(layer: l, from: start, column: (h / c.kvGroupSize) * hd)
-                        ck_attention(cache.kernelType, s.q + b * qDim + h * hd, keys, keyScales, values, valueScales, Int64(kvDim),
-                                     Int64(pos + 1 - start), Int64(hd), attnScale, softcap, s.att + thread * s.attScratch, s.xb2 + b * w0 + h * hd)
+                        let job = plan.job(j, from: &b, group: c.kvGroupSize), parts = plan.parts[job.entry]
+                        let cache = caches[job.entry], span = job.positions
+                        let (keys, keyScales, values, valueScales) = cache.rows(layer: l, from: span.lowerBound, column: job.keyHead * hd)
+                        for h in job.heads {
+                            let q = s.q + job.entry * qDim + h * hd, scores = s.att + thread * s.attScratch
+                            if parts == 1 {
+                                ck_attention(cache.kernelType, q, keys, keyScales, values, valueScales, Int64(kvDim), Int64(span.count), Int64(hd),
+                                             attnScale, softcap, scores, s.xb2 + job.entry * w0 + h * hd)
+                            } else {
+                                let at = (job.entry * heads + h) * RunState.attentionPieces + job.piece
+                                ck_attention_part(cache.kernelType, q, keys, keyScales, values, valueScales, Int64(kvDim), Int64(span.count),
+                                                  Int64(hd), attnScale, softcap, scores, s.pieceOut + at * hd, s.pieceStats + 2 * at)
+                            }
+                        }
+                    }
+                }
+                if plan.parts.contains(where: { $0 > 1 }) {
+                    pool.parallelFor(B * heads, minimumPerThread: 16) { r in
+                        for j in r where plan.parts[j / heads] > 1 {
+                            let b = j / heads, h = j % heads, at = j * RunState.attentionPieces
+                            ck_attention_merge(s.pieceOut + at * hd, Int64(hd), s.pieceStats + 2 * at, Int64(plan.parts[b]), Int64(hd),
+                                               s.xb2 + b * w0 + h * hd)
+                        }
                     }
                 }
             }
@@ -325,6 +352,47 @@ public final class CPUEngine: Engine {
     }
 }
 
+/// How a decode step's attention splits into jobs (entry, key head, piece, query heads): entry b attends
+/// to positions start[b] ..< start[b] + span[b] in parts[b] pieces of about equal length, at least
+/// RunState.attentionPieceLength each and at most RunState.attentionPieces. The pieces fix the arithmetic
+/// and depend only on the span; which of a key head's query heads share a job does not change any result,
+/// so when there are few (entry, key head, piece) triples their query heads are spread over more jobs to
+/// keep `threads` busy.
+struct DecodeAttentionPlan {
+    let start, span, parts: [Int]
+    /// Entry b's jobs are firstJob[b] ..< firstJob[b + 1]: key head by key head, piece by piece, then
+    /// `headsPerJob` of the key head's query heads at a time.
+    let firstJob: [Int]
+    let headsPerJob, jobsPerPiece: Int
+    var jobs: Int { firstJob.last! }
+
+    init(positions: [Int], window: Int?, keyHeads: Int, queryHeadsPerKey group: Int, threads: Int) {
+        let start = positions.map { p in window.map { max(0, p + 1 - $0) } ?? 0 }
+        let span = positions.indices.map { positions[$0] + 1 - start[$0] }
+        parts = span.map { min(RunState.attentionPieces, max(1, $0 / RunState.attentionPieceLength)) }
+        self.start = start
+        self.span = span
+        let pieces = keyHeads * parts.reduce(0, +)
+        let split = min(group, max(1, (2 * threads + pieces - 1) / pieces))
+        headsPerJob = (group + split - 1) / split
+        jobsPerPiece = (group + headsPerJob - 1) / headsPerJob
+        var first = [0]
+        for n in parts { first.append(first.last! + keyHeads * n * jobsPerPiece) }
+        firstJob = first
+    }
+
+    /// Job `job`'s entry (searched from `b`, for jobs taken in increasing order), key head, piece and its
+    /// positions, and query heads.
+    func job(_ job: Int, from b: inout Int, group: Int) -> (entry: Int, keyHead: Int, piece: Int, positions: Range<Int>, heads: Range<Int>) {
+        while firstJob[b + 1] <= job { b += 1 }
+        let local = job - firstJob[b], n = parts[b]
+        let g = local / (n * jobsPerPiece), part = local / jobsPerPiece % n, sub = local % jobsPerPiece
+        let lo = start[b] + span[b] * part / n, hi = start[b] + span[b] * (part + 1) / n
+        let first = g * group + sub * headsPerJob
+        return (b, g, part, lo..<hi, first..<min(first + headsPerJob, (g + 1) * group))
+    }
+}
+
 /// Activation buffers for up to `maxBatch` entries, allocated once (llama2.c's RunState).
 final class RunState {
     let maxCache: Int
@@ -332,9 +400,13 @@ final class RunState {
     static let queryBlock = 16
     /// Floats of attention scratch per thread (`att`): a block's scores and a transposed key tile.
     let attScratch: Int
+    /// At most this many pieces per decode span (DecodeAttentionPlan), each at least `attentionPieceLength`.
+    static let attentionPieces = 16, attentionPieceLength = 32
     /// Row width of x/xb/xb2: max(dim, qDim).
     let width: Int
     let x, xb, xb2, q, k, v, hb, hb2, att, logits: UnsafeMutablePointer<Float>
+    /// Decode attention's pieces: [entry][query head][piece] outputs (headDim each) and (max, sum) stats.
+    let pieceOut, pieceStats: UnsafeMutablePointer<Float>
     /// Rotary cos and sin per entry of the step: [global, local][entry][headDim / 2].
     let cos, sin: UnsafeMutablePointer<Float>
     private let ropeHalf, ropeSet: Int
@@ -355,11 +427,13 @@ final class RunState {
         hb = buf(maxBatch * c.ffnDim); hb2 = buf(maxBatch * c.ffnDim)
         attScratch = Self.queryBlock * (maxCache + 16) + 16 * c.headDim
         att = buf(threads * attScratch); logits = buf(maxLogits * c.vocabSize)
+        pieceOut = buf(maxBatch * c.headCount * Self.attentionPieces * c.headDim)
+        pieceStats = buf(maxBatch * c.headCount * Self.attentionPieces * 2)
         ropeHalf = c.headDim / 2
         ropeSet = maxBatch * ropeHalf
         cos = buf(2 * ropeSet); sin = buf(2 * ropeSet)
         self.int8 = int8
-        all = [x, xb, xb2, q, k, v, hb, hb2, att, logits, cos, sin]
+        all = [x, xb, xb2, q, k, v, hb, hb2, att, logits, pieceOut, pieceStats, cos, sin]
     }
 
     deinit { for p in all { p.deallocate() } }
