@@ -65,37 +65,50 @@ enum CPUKernels {
         }
         let quantized = int8 != nil && products.contains { ck_q8_supports(ggmlType($0.w.tensor.type), Int64(columns)) == 1 }
         if let int8, quantized {
-            let parts = int8.parts, stride = int8.stride
+            let parts = int8.parts, stride = int8.stride, scratch = int8.scratch
             pool.parallelFor(batch, minimumPerThread: 8) { r in
                 for b in r {
-                    let out = int8.scratch + b * parts * stride
+                    let out = scratch + b * parts * stride
                     if parts == 2 { ck_quantize_q8_split(x + b * xStride, Int64(columns), out, out + stride) }
                     else { ck_quantize_q8(x + b * xStride, Int64(columns), out) }
                 }
             }
         }
-        var offsets = [0]
-        for p in products { offsets.append(offsets.last! + p.w.rows) }
-        let packed = products.map { int8?.packed($0.w) }
-        pool.parallelFor(offsets.last!, minimumPerThread: max(1, 32_768 / max(1, columns * batch)), alignment: 8) { piece in
-            for (i, p) in products.enumerated() {
-                let lo = max(piece.lowerBound, offsets[i]) - offsets[i], hi = min(piece.upperBound, offsets[i + 1]) - offsets[i]
-                guard lo < hi else { continue }
-                let t = p.w.tensor, type = ggmlType(t.type)
-                if let int8, quantized, ck_q8_supports(type, Int64(columns)) == 1 {
-                    let parts = Int32(int8.parts)
-                    if let packed = packed[i] {
-                        _ = ck_matmul_r8(type, packed, Int64(columns), int8.scratch, Int64(int8.stride), p.y, Int64(p.yStride), Int64(batch),
-                                         parts, Int64(lo), Int64(hi))
+        // Plain values for the threads: copying a Tensor inside the loop would retain and release its
+        // name, shape and file on both threads at once (one contended cache line per object).
+        struct Part {
+            let type: Int32, data: UnsafeRawPointer, rowBytes: Int, packed: UnsafeRawPointer?, integer: Bool
+            let y: UnsafeMutablePointer<Float>, yStride: Int, scales: UnsafePointer<Float>?, first: Int, end: Int
+        }
+        var parts: [Part] = []
+        var first = 0
+        for p in products {
+            let t = p.w.tensor, type = ggmlType(t.type)
+            let integer = quantized && ck_q8_supports(type, Int64(columns)) == 1
+            parts.append(Part(type: type, data: t.data, rowBytes: t.rowBytes, packed: integer ? int8?.packed(p.w) : nil, integer: integer,
+                              y: p.y, yStride: p.yStride, scales: p.scales, first: first, end: first + t.rows))
+            first += t.rows
+        }
+        let scratch = int8?.scratch, qStride = Int64(int8?.stride ?? 0), qParts = Int32(int8?.parts ?? 1)
+        parts.withUnsafeBufferPointer { parts in
+            pool.parallelFor(first, minimumPerThread: max(1, 32_768 / max(1, columns * batch)), alignment: 8) { piece in
+                for p in parts {
+                    let lo = max(piece.lowerBound, p.first) - p.first, hi = min(piece.upperBound, p.end) - p.first
+                    guard lo < hi else { continue }
+                    if p.integer, let scratch {
+                        if let packed = p.packed {
+                            _ = ck_matmul_r8(p.type, packed, Int64(columns), scratch, qStride, p.y, Int64(p.yStride), Int64(batch), qParts,
+                                             Int64(lo), Int64(hi))
+                        } else {
+                            _ = ck_matmul_q8(p.type, p.data, Int64(p.rowBytes), Int64(columns), scratch, qStride, p.y, Int64(p.yStride),
+                                             Int64(batch), qParts, Int64(lo), Int64(hi))
+                        }
                     } else {
-                        _ = ck_matmul_q8(type, t.data, Int64(t.rowBytes), Int64(columns), int8.scratch, Int64(int8.stride), p.y, Int64(p.yStride),
-                                         Int64(batch), parts, Int64(lo), Int64(hi))
+                        _ = ck_matmul(p.type, p.data, Int64(p.rowBytes), Int64(columns), x, Int64(xStride), p.y, Int64(p.yStride), Int64(batch),
+                                      Int64(lo), Int64(hi))
                     }
-                } else {
-                    _ = ck_matmul(type, t.data, Int64(t.rowBytes), Int64(columns), x, Int64(xStride), p.y, Int64(p.yStride), Int64(batch),
-                                  Int64(lo), Int64(hi))
+                    if let scales = p.scales { for b in 0..<batch { for r in lo..<hi { p.y[b * p.yStride + r] *= scales[r] } } }
                 }
-                if let scales = p.scales { for b in 0..<batch { for r in lo..<hi { p.y[b * p.yStride + r] *= scales[r] } } }
             }
         }
     }
