@@ -110,14 +110,15 @@ struct EngineTests {
         }
     }
 
-    /// A prompt decoded alone and among others gives the same tokens, and bit-identical log-probabilities:
+    /// A prompt decoded alone and among 15 others gives the same tokens, and bit-identical log-probabilities:
     /// every batch size runs the same arithmetic per sequence (f32 and int8 activations alike). The long
     /// prompt's spans (70+ positions) take decode attention in pieces (DecodeAttentionPlan), the others whole.
     @Test(arguments: ActivationPrecision.allCases)
     func batchInvariance(_ activations: ActivationPrecision) throws {
-        let engine = try CPUEngine(Checkpoint.open(Fixtures.path(Fixtures.smol)), slots: 5, maxCacheLength: 96, activations: activations)
+        let engine = try CPUEngine(Checkpoint.open(Fixtures.path(Fixtures.smol)), slots: 16, maxCacheLength: 96, activations: activations)
         let long = (0..<70).map { Int32(200 + (37 * $0) % 5000) }
-        let prompts: [[Int32]] = [[504, 3575, 282, 4649, 314], [1, 2, 3], [9906, 1917], [42, 43, 44, 45, 46, 47], long]
+        let more = (0..<11).map { i in (0...(i % 7)).map { Int32(1000 + 97 * i + 13 * $0) } }
+        let prompts: [[Int32]] = [[504, 3575, 282, 4649, 314], [1, 2, 3], [9906, 1917], [42, 43, 44, 45, 46, 47], long] + more
         var sampling = SamplingParams.greedy
         sampling.logprobs = 0
         func alone(_ p: [Int32]) throws -> [Float] {
