@@ -125,7 +125,7 @@ public final class CPUEngine: Engine {
         ropeFrequencies = [false, true].map { checkpoint.config.ropeFrequencies(local: $0, frequencyFactors: norms.ropeFactors) }
         // Prefill runs in chunks of up to 64 tokens; decode batches one token per slot.
         prefillChunk = 64
-        state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), maxLogits: slotCount,
+        state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), maxDecode: slotCount, maxLogits: slotCount,
                          threads: pool.threads,
                          int8: activations == .f32 ? nil
                              : Int8Products(weights, columns: max(config.dim, config.qDim, config.ffnDim), batch: max(slotCount, prefillChunk),
@@ -291,10 +291,11 @@ public final class CPUEngine: Engine {
                 // span (an entry's result is the same at any batch size); a one-piece span is ck_attention.
                 let plan = local ? plans!.local : plans!.global
                 let heads = c.headCount
+                precondition(B <= s.maxDecode, "decode attention's piece scratch holds \(s.maxDecode) entries")
                 pool.parallelFor(plan.jobs) { thread, range in
                     var b = 0
                     for j in range {
-                        let job = plan.job(j, from: &b, group: c.kvGroupSize), parts = plan.parts[job.entry]
+                        let job = plan.job(j, from: &b), parts = plan.parts[job.entry]
                         let cache = caches[job.entry], span = job.positions
                         let (keys, keyScales, values, valueScales) = cache.rows(layer: l, from: span.lowerBound, column: job.keyHead * hd)
                         for h in job.heads {
@@ -363,7 +364,7 @@ struct DecodeAttentionPlan {
     /// Entry b's jobs are firstJob[b] ..< firstJob[b + 1]: key head by key head, piece by piece, then
     /// `headsPerJob` of the key head's query heads at a time.
     let firstJob: [Int]
-    let headsPerJob, jobsPerPiece: Int
+    let group, headsPerJob, jobsPerPiece: Int
     var jobs: Int { firstJob.last! }
 
     init(positions: [Int], window: Int?, keyHeads: Int, queryHeadsPerKey group: Int, threads: Int) {
@@ -372,6 +373,7 @@ struct DecodeAttentionPlan {
         parts = span.map { min(RunState.attentionPieces, max(1, $0 / RunState.attentionPieceLength)) }
         self.start = start
         self.span = span
+        self.group = group
         let pieces = keyHeads * parts.reduce(0, +)
         let split = min(group, max(1, (2 * threads + pieces - 1) / pieces))
         headsPerJob = (group + split - 1) / split
@@ -383,7 +385,7 @@ struct DecodeAttentionPlan {
 
     /// Job `job`'s entry (searched from `b`, for jobs taken in increasing order), key head, piece and its
     /// positions, and query heads.
-    func job(_ job: Int, from b: inout Int, group: Int) -> (entry: Int, keyHead: Int, piece: Int, positions: Range<Int>, heads: Range<Int>) {
+    func job(_ job: Int, from b: inout Int) -> (entry: Int, keyHead: Int, piece: Int, positions: Range<Int>, heads: Range<Int>) {
         while firstJob[b + 1] <= job { b += 1 }
         let local = job - firstJob[b], n = parts[b]
         let g = local / (n * jobsPerPiece), part = local / jobsPerPiece % n, sub = local % jobsPerPiece
@@ -405,8 +407,10 @@ final class RunState {
     /// Row width of x/xb/xb2: max(dim, qDim).
     let width: Int
     let x, xb, xb2, q, k, v, hb, hb2, att, logits: UnsafeMutablePointer<Float>
-    /// Decode attention's pieces: [entry][query head][piece] outputs (headDim each) and (max, sum) stats.
+    /// Decode attention's pieces: [entry][query head][piece] outputs (headDim each) and (max, sum) stats, for
+    /// up to `maxDecode` entries (the slots: a prefill of two or more tokens attends by blocks instead).
     let pieceOut, pieceStats: UnsafeMutablePointer<Float>
+    let maxDecode: Int
     /// Rotary cos and sin per entry of the step: [global, local][entry][headDim / 2].
     let cos, sin: UnsafeMutablePointer<Float>
     private let ropeHalf, ropeSet: Int
@@ -414,7 +418,7 @@ final class RunState {
     let int8: Int8Products?
     private var all: [UnsafeMutablePointer<Float>] = []
 
-    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, maxLogits: Int, threads: Int, int8: Int8Products? = nil) {
+    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, maxDecode: Int, maxLogits: Int, threads: Int, int8: Int8Products? = nil) {
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
@@ -427,8 +431,9 @@ final class RunState {
         hb = buf(maxBatch * c.ffnDim); hb2 = buf(maxBatch * c.ffnDim)
         attScratch = Self.queryBlock * (maxCache + 16) + 16 * c.headDim
         att = buf(threads * attScratch); logits = buf(maxLogits * c.vocabSize)
-        pieceOut = buf(maxBatch * c.headCount * Self.attentionPieces * c.headDim)
-        pieceStats = buf(maxBatch * c.headCount * Self.attentionPieces * 2)
+        self.maxDecode = maxDecode
+        pieceOut = buf(maxDecode * c.headCount * Self.attentionPieces * c.headDim)
+        pieceStats = buf(maxDecode * c.headCount * Self.attentionPieces * 2)
         ropeHalf = c.headDim / 2
         ropeSet = maxBatch * ropeHalf
         cos = buf(2 * ropeSet); sin = buf(2 * ropeSet)
