@@ -125,7 +125,7 @@ public final class CPUEngine: Engine {
         ropeFrequencies = [false, true].map { checkpoint.config.ropeFrequencies(local: $0, frequencyFactors: norms.ropeFactors) }
         // Prefill runs in chunks of up to 64 tokens; decode batches one token per slot.
         prefillChunk = 64
-        state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), maxDecode: slotCount, maxLogits: slotCount,
+        state = RunState(config, maxCache: self.maxCacheLength, maxBatch: max(slotCount, prefillChunk), slots: slotCount,
                          threads: pool.threads,
                          int8: activations == .f32 ? nil
                              : Int8Products(weights, columns: max(config.dim, config.qDim, config.ffnDim), batch: max(slotCount, prefillChunk),
@@ -291,7 +291,7 @@ public final class CPUEngine: Engine {
                 // span (an entry's result is the same at any batch size); a one-piece span is ck_attention.
                 let plan = local ? plans!.local : plans!.global
                 let heads = c.headCount
-                precondition(B <= s.maxDecode, "decode attention's piece scratch holds \(s.maxDecode) entries")
+                precondition(B <= s.slots, "decode attention's piece scratch holds \(s.slots) entries")
                 pool.parallelFor(plan.jobs) { thread, range in
                     var b = 0
                     for j in range {
@@ -408,9 +408,10 @@ final class RunState {
     let width: Int
     let x, xb, xb2, q, k, v, hb, hb2, att, logits: UnsafeMutablePointer<Float>
     /// Decode attention's pieces: [entry][query head][piece] outputs (headDim each) and (max, sum) stats, for
-    /// up to `maxDecode` entries (the slots: a prefill of two or more tokens attends by blocks instead).
+    /// up to `slots` entries (only slots decode: a prefill of two or more tokens attends by blocks instead).
     let pieceOut, pieceStats: UnsafeMutablePointer<Float>
-    let maxDecode: Int
+    /// Decode entries (and rows of `logits`) at most: the engine's slots.
+    let slots: Int
     /// Rotary cos and sin per entry of the step: [global, local][entry][headDim / 2].
     let cos, sin: UnsafeMutablePointer<Float>
     private let ropeHalf, ropeSet: Int
@@ -418,7 +419,7 @@ final class RunState {
     let int8: Int8Products?
     private var all: [UnsafeMutablePointer<Float>] = []
 
-    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, maxDecode: Int, maxLogits: Int, threads: Int, int8: Int8Products? = nil) {
+    init(_ c: ModelConfig, maxCache: Int, maxBatch: Int, slots: Int, threads: Int, int8: Int8Products? = nil) {
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
@@ -430,10 +431,10 @@ final class RunState {
         q = buf(maxBatch * c.qDim); k = buf(maxBatch * c.kvDim); v = buf(maxBatch * c.kvDim)
         hb = buf(maxBatch * c.ffnDim); hb2 = buf(maxBatch * c.ffnDim)
         attScratch = Self.queryBlock * (maxCache + 16) + 16 * c.headDim
-        att = buf(threads * attScratch); logits = buf(maxLogits * c.vocabSize)
-        self.maxDecode = maxDecode
-        pieceOut = buf(maxDecode * c.headCount * Self.attentionPieces * c.headDim)
-        pieceStats = buf(maxDecode * c.headCount * Self.attentionPieces * 2)
+        att = buf(threads * attScratch); logits = buf(slots * c.vocabSize)
+        self.slots = slots
+        pieceOut = buf(slots * c.headCount * Self.attentionPieces * c.headDim)
+        pieceStats = buf(slots * c.headCount * Self.attentionPieces * 2)
         ropeHalf = c.headDim / 2
         ropeSet = maxBatch * ropeHalf
         cos = buf(2 * ropeSet); sin = buf(2 * ropeSet)

@@ -63,17 +63,6 @@ enum CPUKernels {
             for p in products { matmul([p], x, xStride: xStride, batch: batch, int8: int8, pool: pool) }
             return
         }
-        let quantized = int8 != nil && products.contains { ck_q8_supports(ggmlType($0.w.tensor.type), Int64(columns)) == 1 }
-        if let int8, quantized {
-            let parts = int8.parts, stride = int8.stride, scratch = int8.scratch
-            pool.parallelFor(batch, minimumPerThread: 8) { r in
-                for b in r {
-                    let out = scratch + b * parts * stride
-                    if parts == 2 { ck_quantize_q8_split(x + b * xStride, Int64(columns), out, out + stride) }
-                    else { ck_quantize_q8(x + b * xStride, Int64(columns), out) }
-                }
-            }
-        }
         // Plain values for the threads: copying a Tensor inside the loop would retain and release its
         // name, shape and file on both threads at once (one contended cache line per object).
         struct Part {
@@ -84,10 +73,20 @@ enum CPUKernels {
         var first = 0
         for p in products {
             let t = p.w.tensor, type = ggmlType(t.type)
-            let integer = quantized && ck_q8_supports(type, Int64(columns)) == 1
+            let integer = int8 != nil && ck_q8_supports(type, Int64(columns)) == 1
             parts.append(Part(type: type, data: t.data, rowBytes: t.rowBytes, packed: integer ? int8?.packed(p.w) : nil, integer: integer,
                               y: p.y, yStride: p.yStride, scales: p.scales, first: first, end: first + t.rows))
             first += t.rows
+        }
+        if let int8, parts.contains(where: \.integer) {
+            let split = int8.parts, stride = int8.stride, scratch = int8.scratch
+            pool.parallelFor(batch, minimumPerThread: 8) { r in
+                for b in r {
+                    let out = scratch + b * split * stride
+                    if split == 2 { ck_quantize_q8_split(x + b * xStride, Int64(columns), out, out + stride) }
+                    else { ck_quantize_q8(x + b * xStride, Int64(columns), out) }
+                }
+            }
         }
         let scratch = int8?.scratch, qStride = Int64(int8?.stride ?? 0), qParts = Int32(int8?.parts ?? 1)
         parts.withUnsafeBufferPointer { parts in
